@@ -1,0 +1,246 @@
+"""WordPiece text tokenizer on Hugging Face ``tokenizers`` (Rust: batch-parallel encode).
+
+Normalisation, pre-tokenisation, the ``[CLS] tokens [SEP]`` template, truncation (which keeps
+``[SEP]``) and padding to the longest sequence all run inside the ``tokenizers`` pipeline, not in
+Python loops. One configured copy of the pipeline is kept per ``max_length``, so the saved base
+tokenizer never carries truncation or padding state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+__all__ = ["SPECIAL_TOKENS", "TextTokenizer", "TOKENIZER_FILE", "META_FILE"]
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[BOS]", "[EOS]")
+_ROLES = ("pad", "unk", "cls", "sep", "mask", "bos", "eos")
+_REQUIRED = ("pad", "unk", "cls", "sep", "mask")
+TOKENIZER_FILE = "tokenizer.json"
+META_FILE = "vlp_tokenizer.json"
+_META_VERSION = 1
+
+
+class TextTokenizer:
+    """Text <-> token ids. Construct with ``train_wordpiece``, ``from_vocab_txt``, ``from_file``
+    or ``load``; the constructor takes a ready ``tokenizers.Tokenizer`` and role -> token names."""
+
+    def __init__(self, tokenizer: Tokenizer, special_tokens: dict[str, str]):
+        missing = [r for r in _ROLES if r not in special_tokens]
+        if missing:
+            raise ValueError(f"special_tokens lacks roles {missing}")
+        ids: dict[str, int] = {}
+        for role in _ROLES:
+            tid = tokenizer.token_to_id(special_tokens[role])
+            if tid is None:
+                raise ValueError(f"{role} token {special_tokens[role]!r} is not in the vocabulary")
+            ids[role] = tid
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{special_tokens['cls']} $A {special_tokens['sep']}",
+            pair=f"{special_tokens['cls']} $A {special_tokens['sep']} $B:1 {special_tokens['sep']}:1",
+            special_tokens=[
+                (special_tokens["cls"], ids["cls"]),
+                (special_tokens["sep"], ids["sep"]),
+            ],
+        )
+        self._tok = tokenizer
+        self.special_tokens = dict(special_tokens)
+        self.pad_id, self.unk_id, self.cls_id = ids["pad"], ids["unk"], ids["cls"]
+        self.sep_id, self.mask_id = ids["sep"], ids["mask"]
+        self.bos_id, self.eos_id = ids["bos"], ids["eos"]
+        self.vocab_size: int = tokenizer.get_vocab_size(with_added_tokens=True)
+        self._configured: dict[int, Tokenizer] = {}
+
+    # -- construction ---------------------------------------------------------------------------
+
+    @classmethod
+    def train_wordpiece(
+        cls, texts: Iterable[str], vocab_size: int = 1000, min_frequency: int = 1
+    ) -> TextTokenizer:
+        """Train a BERT-style uncased WordPiece vocabulary; ``SPECIAL_TOKENS`` get ids 0..6."""
+        tok = _bert_pipeline(models.WordPiece(unk_token="[UNK]"))
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=list(SPECIAL_TOKENS),
+            continuing_subword_prefix="##",
+            show_progress=False,
+        )
+        tok.train_from_iterator(texts, trainer=trainer)
+        return cls(tok, dict(zip(_ROLES, SPECIAL_TOKENS)))
+
+    @classmethod
+    def from_vocab_txt(cls, path: str | os.PathLike[str], lowercase: bool = True) -> TextTokenizer:
+        """An existing BERT ``vocab.txt`` (one token per line, id = line number).
+
+        BERT vocabularies have ``[PAD] [UNK] [CLS] [SEP] [MASK]`` but no BOS/EOS. When
+        ``[BOS]``/``[EOS]`` are absent, ``bos`` maps to ``[CLS]`` and ``eos`` to ``[SEP]`` rather
+        than adding tokens: the vocabulary size then stays equal to the pretrained embedding
+        table, so a pretrained text encoder loads without resizing, and "[CLS] ... [SEP]" is
+        already the start/end framing those encoders were trained with.
+        ``lowercase=False`` for cased vocabularies (also disables accent stripping, like HF).
+        """
+        vocab = models.WordPiece.read_file(str(path))
+        for role, name in zip(_REQUIRED, SPECIAL_TOKENS):
+            if name not in vocab:
+                raise ValueError(f"{path}: vocabulary lacks the {role} token {name!r}")
+        tok = _bert_pipeline(models.WordPiece(vocab, unk_token="[UNK]"), lowercase=lowercase)
+        return cls._with_bert_specials(tok)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> TextTokenizer:
+        """A ``tokenizer.json`` (ours, or a Hugging Face BERT one). Its truncation/padding settings
+        are dropped and its post-processor replaced by ``[CLS] $A [SEP]``."""
+        return cls._with_bert_specials(Tokenizer.from_file(str(path)))
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> TextTokenizer:
+        """Load what ``save`` wrote (falls back to ``from_file`` without ``vlp_tokenizer.json``)."""
+        directory = Path(directory)
+        meta_path = directory / META_FILE
+        if not meta_path.is_file():
+            return cls.from_file(directory / TOKENIZER_FILE)
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        tok = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
+        specials = {role: entry["token"] for role, entry in meta["special_tokens"].items()}
+        out = cls(tok, specials)
+        for role, entry in meta["special_tokens"].items():
+            if getattr(out, f"{role}_id") != entry["id"]:
+                raise ValueError(
+                    f"{meta_path}: {role} token {entry['token']!r} has id {entry['id']} there but "
+                    f"{getattr(out, f'{role}_id')} in {TOKENIZER_FILE}"
+                )
+        return out
+
+    @classmethod
+    def _with_bert_specials(cls, tok: Tokenizer) -> TextTokenizer:
+        vocab = tok.get_vocab(with_added_tokens=True)
+        names = dict(zip(_ROLES, SPECIAL_TOKENS))
+        for role in _REQUIRED:
+            if names[role] not in vocab:
+                raise ValueError(f"vocabulary lacks the {role} token {names[role]!r}")
+        if names["bos"] not in vocab:  # see from_vocab_txt for why CLS/SEP stand in
+            names["bos"] = names["cls"]
+        if names["eos"] not in vocab:
+            names["eos"] = names["sep"]
+        # Register them as special (ids unchanged: they are already in the vocabulary) so that
+        # they are never split and decode(skip_special_tokens=True) drops them.
+        tok.add_special_tokens(sorted(set(names.values())))
+        return cls(tok, names)
+
+    def save(self, directory: str | os.PathLike[str]) -> None:
+        """Write ``tokenizer.json`` and ``vlp_tokenizer.json`` (special-token names and ids)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format_version": _META_VERSION,
+            "special_tokens": {
+                role: {"token": self.special_tokens[role], "id": getattr(self, f"{role}_id")}
+                for role in _ROLES
+            },
+            "vocab_size": self.vocab_size,
+        }
+        _atomic_write(directory / TOKENIZER_FILE, self._tok.to_str(pretty=True))
+        _atomic_write(directory / META_FILE, json.dumps(meta, indent=2) + "\n")
+
+    # -- use ------------------------------------------------------------------------------------
+
+    @property
+    def backend(self) -> Tokenizer:
+        """The underlying ``tokenizers.Tokenizer`` (no truncation/padding configured)."""
+        return self._tok
+
+    def encode_batch(
+        self, texts: Sequence[str], max_length: int
+    ) -> tuple[torch.LongTensor, torch.LongTensor]:
+        """``(input_ids [B, L], attention_mask [B, L])``, rows ``[CLS] tokens [SEP] [PAD]...``.
+
+        Sequences longer than ``max_length`` are cut before ``[SEP]`` (which stays last); the
+        batch is padded with ``pad_id`` to its longest row, so ``L <= max_length``.
+        """
+        if isinstance(texts, str):
+            raise TypeError("encode_batch takes a sequence of strings, not one string")
+        texts = list(texts)
+        if not texts:
+            empty = torch.zeros((0, 0), dtype=torch.long)
+            return empty, empty.clone()
+        tok = self._pipeline(max_length)
+        # encode_batch_fast (tokenizers >= 0.21) skips computing character offsets we never use.
+        encode = getattr(tok, "encode_batch_fast", tok.encode_batch)
+        encodings = encode(texts)
+        ids = torch.tensor([e.ids for e in encodings], dtype=torch.long)
+        mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.long)
+        return ids, mask
+
+    def decode(self, ids: Sequence[int] | torch.Tensor, skip_special_tokens: bool = True) -> str:
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
+        return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def token_to_id(self, token: str) -> int | None:
+        return self._tok.token_to_id(token)
+
+    def id_to_token(self, token_id: int) -> str | None:
+        return self._tok.id_to_token(token_id)
+
+    def get_vocab(self) -> dict[str, int]:
+        return self._tok.get_vocab(with_added_tokens=True)
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def __repr__(self) -> str:
+        return f"TextTokenizer(vocab_size={self.vocab_size}, pad_id={self.pad_id})"
+
+    def _pipeline(self, max_length: int) -> Tokenizer:
+        tok = self._configured.get(max_length)
+        if tok is None:
+            if max_length < 2:
+                raise ValueError(f"max_length must be >= 2 to hold [CLS] and [SEP], got {max_length}")
+            tok = Tokenizer.from_str(self._tok.to_str())
+            tok.enable_truncation(max_length=max_length)
+            tok.enable_padding(pad_id=self.pad_id, pad_token=self.special_tokens["pad"])
+            self._configured[max_length] = tok
+        return tok
+
+    # Pickle as JSON text: DataLoader workers (spawn) receive the tokenizer through the collator.
+    def __getstate__(self) -> dict[str, Any]:
+        return {"tokenizer": self._tok.to_str(), "special_tokens": self.special_tokens}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(Tokenizer.from_str(state["tokenizer"]), state["special_tokens"])
+
+
+def _bert_pipeline(model: models.Model, lowercase: bool = True) -> Tokenizer:
+    tok = Tokenizer(model)
+    tok.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=lowercase, lowercase=lowercase
+    )
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    return tok
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
