@@ -1,0 +1,91 @@
+"""Vision Transformer image encoder (ViT, Dosovitskiy et al. 2021), our own implementation.
+
+Module and parameter names mirror timm's `VisionTransformer` (`patch_embed.proj`, `cls_token`,
+`pos_embed`, `blocks.N.attn.qkv`, `norm`) so a parity test can copy weights one-to-one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from vlp.encoders.base import Encoder, EncoderOutput
+from vlp.layers import Transformer, TransformerBlock
+
+
+@dataclass
+class ViTConfig:
+    kind: str = "vit"
+    image_size: int = 64
+    patch_size: int = 8
+    width: int = 192
+    depth: int = 4
+    num_heads: int = 3
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    dropout: float = 0.0
+    pool: Literal["cls", "mean"] = "cls"
+
+    def __post_init__(self) -> None:
+        if self.image_size % self.patch_size != 0:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.width % self.num_heads != 0:
+            raise ValueError(f"width {self.width} is not divisible by num_heads {self.num_heads}")
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches by one convolution with kernel = stride (the ViLT image 'encoder')."""
+
+    def __init__(self, patch_size: int, width: int, in_channels: int = 3) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, width, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.proj(pixels).flatten(2).transpose(1, 2)  # [B, D, h, w] -> [B, h*w, D]
+
+
+class VisionTransformer(Encoder):
+    """Patch embedding + [CLS] + learned positions + pre-norm transformer + final norm."""
+
+    def __init__(self, cfg: ViTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.width = cfg.width
+        num_patches = (cfg.image_size // cfg.patch_size) ** 2
+        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.width)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, cfg.width))
+        self.blocks = Transformer(
+            [
+                TransformerBlock(
+                    cfg.width, cfg.num_heads, cfg.mlp_ratio, norm_first=True, eps=1e-6,
+                    qkv_bias=cfg.qkv_bias, dropout=cfg.dropout,
+                )
+                for _ in range(cfg.depth)
+            ]
+        )
+        self.norm = nn.LayerNorm(cfg.width, eps=1e-6)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.normal_(self.cls_token, std=1e-6)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"cls_token", "pos_embed"}
+
+    def forward(self, pixels: torch.Tensor) -> EncoderOutput:
+        x = self.patch_embed(pixels)  # [B, N, D]
+        cls = self.cls_token.expand(x.shape[0], -1, -1)
+        x = torch.cat([cls, x], dim=1) + self.pos_embed
+        x = self.norm(self.blocks(x))
+        pooled = x[:, 0] if self.cfg.pool == "cls" else x[:, 1:].mean(dim=1)
+        return EncoderOutput(tokens=x, pooled=pooled)

@@ -1,0 +1,105 @@
+"""BERT-style text encoder: token + position + segment embeddings and a transformer.
+
+Post-norm with eps 1e-12 by default, matching BERT (Devlin et al. 2019) so that BERT weights map
+onto it; `causal=True` gives the decoder variant used by LM objectives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from vlp.encoders.base import Encoder, EncoderOutput
+from vlp.layers import Transformer, TransformerBlock, causal_mask, combine, padding_mask
+
+
+@dataclass
+class TextTransformerConfig:
+    kind: str = "bert"
+    vocab_size: int | None = None  # None: taken from the tokenizer when the model is built
+    max_length: int = 64
+    width: int = 192
+    depth: int = 4
+    num_heads: int = 3
+    mlp_ratio: float = 4.0
+    type_vocab_size: int = 2
+    norm_first: bool = False
+    eps: float = 1e-12
+    dropout: float = 0.0
+    causal: bool = False
+    pool: Literal["cls", "mean"] = "cls"
+
+    def __post_init__(self) -> None:
+        if self.width % self.num_heads != 0:
+            raise ValueError(f"width {self.width} is not divisible by num_heads {self.num_heads}")
+
+
+class TextEmbeddings(nn.Module):
+    """word + position + token-type embeddings, then LayerNorm (BERT's embedding block)."""
+
+    def __init__(self, vocab_size: int, max_length: int, type_vocab_size: int, width: int, eps: float, dropout: float) -> None:
+        super().__init__()
+        self.word_embeddings = nn.Embedding(vocab_size, width)
+        self.position_embeddings = nn.Embedding(max_length, width)
+        self.token_type_embeddings = nn.Embedding(type_vocab_size, width)
+        self.norm = nn.LayerNorm(width, eps=eps)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        length = input_ids.shape[1]
+        if length > self.position_embeddings.num_embeddings:
+            raise ValueError(
+                f"text of {length} tokens is longer than max_length {self.position_embeddings.num_embeddings}"
+            )
+        positions = torch.arange(length, device=input_ids.device)
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions)[None]
+        if token_type_ids is None:
+            x = x + self.token_type_embeddings.weight[0]
+        else:
+            x = x + self.token_type_embeddings(token_type_ids)
+        return self.drop(self.norm(x))
+
+
+class TextTransformer(Encoder):
+    def __init__(self, cfg: TextTransformerConfig) -> None:
+        super().__init__()
+        if cfg.vocab_size is None:
+            raise ValueError("text_encoder.vocab_size is unset: build the model with the tokenizer's vocab size")
+        self.cfg = cfg
+        self.width = cfg.width
+        self.embeddings = TextEmbeddings(cfg.vocab_size, cfg.max_length, cfg.type_vocab_size, cfg.width, cfg.eps, cfg.dropout)
+        self.blocks = Transformer(
+            [
+                TransformerBlock(cfg.width, cfg.num_heads, cfg.mlp_ratio, norm_first=cfg.norm_first, eps=cfg.eps, dropout=cfg.dropout)
+                for _ in range(cfg.depth)
+            ]
+        )
+        # Pre-norm stacks need a final norm; post-norm blocks already end in one.
+        self.final_norm: nn.Module = nn.LayerNorm(cfg.width, eps=cfg.eps) if cfg.norm_first else nn.Identity()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"embeddings.position_embeddings.weight", "embeddings.token_type_embeddings.weight"}
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> EncoderOutput:
+        x = self.embeddings(input_ids, token_type_ids)
+        mask = combine(padding_mask(attention_mask), causal_mask(x.shape[1], x.device) if self.cfg.causal else None)
+        x = self.final_norm(self.blocks(x, attn_mask=mask))
+        if self.cfg.pool == "cls":
+            pooled = x[:, 0]
+        else:
+            weights = attention_mask.to(x.dtype)[..., None]
+            pooled = (x * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return EncoderOutput(tokens=x, pooled=pooled, mask=attention_mask)

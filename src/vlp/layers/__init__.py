@@ -1,0 +1,17 @@
+"""Building blocks shared by encoders, fusion modules and decoders."""
+
+from vlp.layers.attention import CrossAttention, SelfAttention
+from vlp.layers.masks import causal_mask, combine, padding_mask, seq2seq_mask
+from vlp.layers.transformer import MLP, Transformer, TransformerBlock
+
+__all__ = [
+    "MLP",
+    "CrossAttention",
+    "SelfAttention",
+    "Transformer",
+    "TransformerBlock",
+    "causal_mask",
+    "combine",
+    "padding_mask",
+    "seq2seq_mask",
+]

@@ -1,0 +1,62 @@
+"""Multi-head attention on `torch.nn.functional.scaled_dot_product_attention`.
+
+SDPA picks the fused flash / memory-efficient kernel when it can, so we never materialise the
+[B, H, L, L] attention matrix ourselves. Parameter names (`qkv`, `proj`) follow timm's ViT so that
+weights can be copied over for parity tests without renaming gymnastics.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SelfAttention(nn.Module):
+    """Self-attention with one fused qkv projection (one matmul instead of three)."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, dropout: float = 0.0) -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"width {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        batch, length, dim = x.shape
+        # [B, L, 3D] -> 3 x [B, H, L, D/H]
+        q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.proj(out.transpose(1, 2).reshape(batch, length, dim))
+
+
+class CrossAttention(nn.Module):
+    """Queries from one sequence, keys/values from another (text attends to image: ALBEF, CoCa)."""
+
+    def __init__(
+        self, dim: int, num_heads: int, context_dim: int | None = None, qkv_bias: bool = True, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"width {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(context_dim or dim, dim * 2, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.dropout = dropout
+
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor, attn_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        batch, length, dim = x.shape
+        heads, head_dim = self.num_heads, dim // self.num_heads
+        q = self.q(x).view(batch, length, heads, head_dim).transpose(1, 2)
+        k, v = self.kv(context).view(batch, context.shape[1], 2, heads, head_dim).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.proj(out.transpose(1, 2).reshape(batch, length, dim))
