@@ -205,3 +205,14 @@ def test_saved_file_is_plain_tokenizers_json(tok, tmp_path):
     tok.save(tmp_path)
     raw = Tokenizer.from_file(str(tmp_path / TOKENIZER_FILE))
     assert raw.encode("a dog").ids == tok.encode_batch(["a dog"], 16)[0][0].tolist()
+
+
+def test_training_is_deterministic() -> None:
+    """Same captions, same vocabulary and ids: a seeded run must be reproducible (HF's trainer is not)."""
+    captions = [f"a {c} {s} left of {n} {c2} {s}s" for c in ("red", "blue", "green") for s in ("circle", "square", "star")
+                for n in ("two", "three") for c2 in ("pink", "gray")]
+    vocabs = [TextTokenizer.train_wordpiece(captions, vocab_size=120).get_vocab() for _ in range(3)]
+    assert vocabs[0] == vocabs[1] == vocabs[2]
+    tok = TextTokenizer.train_wordpiece(captions, vocab_size=120)
+    ids, _ = tok.encode_batch(["A red circle, left of two stars!"], 32)
+    assert tok.unk_id not in ids[0].tolist()  # punctuation and unseen sub-words never become [UNK]

@@ -8,6 +8,9 @@ tokenizer never carries truncation or padding state.
 
 from __future__ import annotations
 
+import string
+from collections import Counter
+
 import json
 import os
 import tempfile
@@ -16,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 __all__ = ["SPECIAL_TOKENS", "TextTokenizer", "TOKENIZER_FILE", "META_FILE"]
 
@@ -66,16 +69,35 @@ class TextTokenizer:
     def train_wordpiece(
         cls, texts: Iterable[str], vocab_size: int = 1000, min_frequency: int = 1
     ) -> TextTokenizer:
-        """Train a BERT-style uncased WordPiece vocabulary; ``SPECIAL_TOKENS`` get ids 0..6."""
-        tok = _bert_pipeline(models.WordPiece(unk_token="[UNK]"))
-        trainer = trainers.WordPieceTrainer(
-            vocab_size=vocab_size,
-            min_frequency=min_frequency,
-            special_tokens=list(SPECIAL_TOKENS),
-            continuing_subword_prefix="##",
-            show_progress=False,
-        )
-        tok.train_from_iterator(texts, trainer=trainer)
+        """A BERT-style uncased WordPiece vocabulary from the captions; ``SPECIAL_TOKENS`` get ids 0..6.
+
+        Why our own selection instead of ``tokenizers.trainers.WordPieceTrainer``: that trainer
+        breaks frequency ties between merges in hash-map order, so the same captions give a
+        different vocabulary on every call (4 of 4 calls differed on the scenes captions), and a
+        seeded run would not be reproducible. Here the vocabulary is deterministic: the special
+        tokens, every character seen (word-initial and ``##`` continuation forms, so any word can
+        still be spelled), then whole words by descending frequency (ties alphabetical) until
+        ``vocab_size``. Caption corpora have small vocabularies, so nearly every word becomes one
+        token; rarer words fall back to WordPiece's greedy longest-match over the pieces. Text is
+        normalised and split by the same Rust BERT normaliser/pre-tokenizer used at encode time.
+        """
+        pipeline = _bert_pipeline(models.WordPiece({t: i for i, t in enumerate(SPECIAL_TOKENS)}, unk_token="[UNK]"))
+        normalizer, pre_tokenizer = pipeline.normalizer, pipeline.pre_tokenizer
+        counts: Counter[str] = Counter()
+        for text in texts:
+            words = pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))
+            counts.update(word for word, _ in words)
+        # printable ASCII is always in, so punctuation or digits absent from training never become [UNK]
+        ascii_chars = set(string.ascii_lowercase + string.digits + string.punctuation)
+        chars = sorted({c for word in counts for c in word} | ascii_chars)
+        pieces = chars + ["##" + c for c in chars]
+        vocab_list = list(SPECIAL_TOKENS) + pieces
+        taken = set(vocab_list)
+        ranked = sorted((w for w, n in counts.items() if n >= min_frequency and w not in taken), key=lambda w: (-counts[w], w))
+        vocab_list += ranked[: max(0, vocab_size - len(vocab_list))]
+        vocab = {token: index for index, token in enumerate(vocab_list)}
+        tok = _bert_pipeline(models.WordPiece(vocab, unk_token="[UNK]", continuing_subword_prefix="##"))
+        tok.add_special_tokens(list(SPECIAL_TOKENS))  # already in the vocab: ids unchanged, but never split and skipped by decode
         return cls(tok, dict(zip(_ROLES, SPECIAL_TOKENS)))
 
     @classmethod
