@@ -1,0 +1,5 @@
+import sys
+
+from vlp.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,84 @@
+"""Turn an ExperimentConfig into data records, a tokenizer, a model and a task.
+
+Kept apart from the CLI so notebooks and tests can build exactly what `vlp train` builds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from vlp.data.datasets import CaptionPairDataset, PairCollator
+from vlp.data.images import ImageTransform
+from vlp.data.readers import read_karpathy
+from vlp.data.records import ImageRecord
+from vlp.data.tokenizer import TextTokenizer
+from vlp.experiment.config import DataConfig, ExperimentConfig, with_vocab_size
+from vlp.models import build_model
+from vlp.tasks import ContrastivePretrainTask
+from vlp.train.trainer import seed_everything
+
+
+def ensure_scenes(data: DataConfig, progress=print) -> Path:
+    """Generate the scenes dataset into data.path unless an identical one is cached there."""
+    from vlp.data.scenes import generate_scenes, scenes_are_cached
+
+    out = Path(data.path)
+    params = asdict(data.scenes)
+    if scenes_are_cached(out, **params):
+        progress(f"[data] using cached scenes in {out}")
+        return out
+    progress(f"[data] generating scenes into {out} ({params})")
+    generate_scenes(out, progress=progress, **params)
+    return out
+
+
+def dataset_json(data: DataConfig) -> Path:
+    if data.format == "scenes":
+        return Path(data.path) / "dataset_coco.json"
+    return Path(data.path)
+
+
+def load_records(data: DataConfig, splits: list[str] | tuple[str, ...]) -> dict[str, list[ImageRecord]]:
+    """Records per split, read once from the Karpathy JSON (scenes are written in that format)."""
+    path = dataset_json(data)
+    records = read_karpathy(path, image_root=data.image_root, splits=set(splits))
+    by_split: dict[str, list[ImageRecord]] = {s: [] for s in splits}
+    for record in records:
+        by_split.setdefault(record.split, []).append(record)
+    for split in splits:
+        if not by_split[split]:
+            raise ValueError(f"split {split!r} has no images in {path}")
+    return by_split
+
+
+def build_tokenizer(data: DataConfig, train_records: list[ImageRecord]) -> TextTokenizer:
+    if data.tokenizer:
+        source = Path(data.tokenizer)
+        if source.is_dir():
+            return TextTokenizer.load(source)
+        if source.suffix == ".txt":
+            return TextTokenizer.from_vocab_txt(source)
+        return TextTokenizer.from_file(source)
+    captions = (caption for record in train_records for caption in record.captions)
+    return TextTokenizer.train_wordpiece(captions, vocab_size=data.vocab_size)
+
+
+def image_size_of(cfg: ExperimentConfig) -> int:
+    return int(getattr(cfg.model.image_encoder, "image_size"))
+
+
+def build_training(cfg: ExperimentConfig, records: list[ImageRecord], tokenizer: TextTokenizer) -> tuple[ExperimentConfig, ContrastivePretrainTask, CaptionPairDataset, PairCollator]:
+    """Seeded model + task + dataset for the training split; returns the resolved config too."""
+    resolved = with_vocab_size(cfg, tokenizer.vocab_size)
+    seed_everything(cfg.train.seed)
+    task = build_task(resolved)
+    dataset = CaptionPairDataset(records, ImageTransform(image_size_of(resolved)))
+    collate = PairCollator(tokenizer, max_length=resolved.model.text_encoder.max_length)
+    return resolved, task, dataset, collate
+
+
+def build_task(cfg: ExperimentConfig) -> ContrastivePretrainTask:
+    """The task (model + objectives) of a resolved config. Checkpoints hold the task's state, so
+    evaluation builds the same task and loads into it before taking `task.model`."""
+    return ContrastivePretrainTask(build_model(cfg.model))
