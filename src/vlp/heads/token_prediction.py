@@ -1,0 +1,31 @@
+"""Token prediction head for MLM and LM: BERT's transform (dense + GELU + LayerNorm) and a decoder
+whose weight is tied to the word embeddings (fewer parameters, and the input and output spaces of
+a token stay the same, which is what BERT/UNITER/ALBEF pre-trained with)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TokenPredictionHead(nn.Module):
+    def __init__(self, width: int, vocab_size: int, tied_embedding: nn.Embedding | None = None, eps: float = 1e-12) -> None:
+        super().__init__()
+        self.dense = nn.Linear(width, width)
+        self.act = nn.GELU()
+        self.norm = nn.LayerNorm(width, eps=eps)
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+        # Kept out of this module's children (a plain list) so the embedding is registered once, by
+        # its text encoder; state dicts then hold one copy and device moves reach it there.
+        self._tied: list[nn.Embedding] = [tied_embedding] if tied_embedding is not None else []
+        self.decoder_weight = None
+        if tied_embedding is None:
+            self.decoder_weight = nn.Parameter(torch.empty(vocab_size, width))
+            nn.init.trunc_normal_(self.decoder_weight, std=0.02)
+        elif tied_embedding.embedding_dim != width:
+            raise ValueError(f"cannot tie a {tied_embedding.embedding_dim}-wide embedding to a {width}-wide head")
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[B, L, D] -> [B, L, V] logits."""
+        weight = self._tied[0].weight if self._tied else self.decoder_weight
+        return nn.functional.linear(self.norm(self.act(self.dense(tokens))), weight, self.bias)
