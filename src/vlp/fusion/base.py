@@ -1,0 +1,242 @@
+"""What every fusion module takes and returns, and the mask logic they share.
+
+The lecture's point is that most fusion kinds are "the same transformer with a different mask"
+(UNITER, VLP/UniLM, GIT, UFO). So the masks are built here, once, from the *modality* of each
+token rather than its position: a mode says which text tokens a text token may see and whether
+image tokens may see text, and the joint mask is assembled block by block
+([text->text, text->image; image->text, image->image]). Because of that the order in which a
+fusion concatenates the streams is an implementation detail: attention is permutation
+equivariant and none of our fusions adds joint position embeddings, so [text; image] (UNITER,
+ViLT, VLMo) and [image; text] (GIT, VLP) give the same outputs.
+
+Mode semantics (all with padding masks on top):
+
+* ``bidirectional``: every real token sees every real token (BERT, UNITER, ALBEF fusion).
+* ``causal``: text token i sees text tokens <= i and every image token; image tokens see no text
+  (if they did, text token i would read later text through them).
+* ``seq2seq``: the prefix = all image tokens + the first ``prefix_length[b]`` text tokens, visible
+  to everyone and bidirectional among themselves; later text tokens are causal (VLP, SimVLM
+  PrefixLM, GIT VQA). ``prefix_length=None`` means 0, so seq2seq without a prefix equals causal
+  (exactly VLP's seq2seq mask: image sees image only, text sees image + earlier text).
+
+Every mask also lets each query see itself. A query whose keys are all masked (a padding token
+under a causal mask with left padding, say) gets NaN from some SDPA backends (CPU in torch 2.14
+returns zeros, older versions and fused GPU kernels may not), and NaN in a padded value vector
+poisons real tokens in the next layer (0 * NaN = NaN). Real queries always see themselves
+anyway, so the diagonal changes nothing for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, get_args
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from vlp.encoders.base import EncoderOutput
+from vlp.layers import causal_mask, padding_mask, seq2seq_mask
+
+AttentionMode = Literal["bidirectional", "causal", "seq2seq"]
+ATTENTION_MODES: tuple[AttentionMode, ...] = get_args(AttentionMode)
+PoolPosition = Literal["first", "last"]
+
+
+@dataclass
+class FusionOutput:
+    """Fused states. Heads read ``text_tokens`` (MLM/LM/ITM per token) and ``pooled`` (ITM/VQA)."""
+
+    text_tokens: torch.Tensor | None  # [B, L, D] at the text positions, in text order
+    image_tokens: torch.Tensor | None  # [B, N, D]; None when the fusion does not update the image
+    pooled: torch.Tensor | None  # [B, D] joint representation
+
+
+class Fusion(nn.Module):
+    """Base class: mode checking, gradient checkpointing, weight-decay exemptions.
+
+    Subclasses set ``kind`` and ``modes`` (the attention modes the architecture can do) and
+    ``default_mode`` (used when ``forward`` gets ``mode=None``: a GIT/CoCa decoder's natural mode
+    is not bidirectional).
+    """
+
+    kind: ClassVar[str] = "fusion"
+    modes: ClassVar[tuple[AttentionMode, ...]] = ATTENTION_MODES
+    width: int
+    default_mode: AttentionMode = "bidirectional"
+
+    def forward(  # pragma: no cover - abstract
+        self,
+        image: EncoderOutput,
+        text: EncoderOutput,
+        mode: AttentionMode | None = None,
+        prefix_length: torch.Tensor | None = None,
+    ) -> FusionOutput:
+        raise NotImplementedError
+
+    def resolve_mode(self, mode: AttentionMode | None, prefix_length: torch.Tensor | int | None) -> AttentionMode:
+        """``mode`` or the default, checked against what this architecture supports."""
+        mode = self.default_mode if mode is None else mode
+        if mode not in ATTENTION_MODES:
+            raise ValueError(f"unknown attention mode {mode!r}; expected one of {ATTENTION_MODES}")
+        if mode not in self.modes:
+            raise ValueError(f"fusion {self.kind!r} does not support mode {mode!r} (supported: {self.modes})")
+        if prefix_length is not None and mode != "seq2seq":
+            # Silently ignoring it would hide a caller that meant to run a prefix LM.
+            raise ValueError(f"prefix_length is only used in 'seq2seq' mode, got mode {mode!r}")
+        return mode
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        for module in self.modules():
+            if hasattr(module, "grad_checkpointing"):
+                module.grad_checkpointing = enabled
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names exempt from weight decay besides biases and norms (embeddings)."""
+        return set()
+
+
+# ---------------------------------------------------------------------------------------------
+# construction helpers
+
+
+def resolve_width(width: int | None, text_width: int) -> int:
+    """A fusion config's ``width``; None means "the text encoder's width" (ALBEF, BLIP, CoCa)."""
+    return text_width if width is None else width
+
+
+def input_projection(in_width: int, width: int) -> nn.Module:
+    """Linear when the encoder width differs from the fusion width (METER: ViT 768/1024 + RoBERTa), else identity."""
+    return nn.Identity() if in_width == width else nn.Linear(in_width, width)
+
+
+def init_weights(module: nn.Module) -> None:
+    """BERT initialisation (truncated normal 0.02, zero biases), as our text and image encoders use."""
+    for sub in module.modules():
+        if isinstance(sub, (nn.Linear, nn.Embedding)):
+            nn.init.trunc_normal_(sub.weight, std=0.02)
+        if isinstance(sub, nn.Linear) and sub.bias is not None:
+            nn.init.zeros_(sub.bias)
+
+
+class Pooler(nn.Module):
+    """BERT pooler: Linear + tanh over one position (UNITER, ViLT, LXMERT, VLMo ITM/VQA input)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(x))
+
+
+def select_position(tokens: torch.Tensor, mask: torch.Tensor | None, position: PoolPosition) -> torch.Tensor:
+    """[B, L, D] -> [B, D]: the first token ([CLS]) or the last real one.
+
+    "last" is what a causal model pools (only the last real token has seen the whole text; CLIP
+    and CoCa without a CLS use the EOS). It is found as the largest real index, so left and right
+    padding both work.
+    """
+    if position == "first":
+        return tokens[:, 0]
+    if mask is None:
+        return tokens[:, -1]
+    index = (mask.bool().long() * torch.arange(1, tokens.shape[1] + 1, device=tokens.device)).argmax(dim=1)
+    return tokens[torch.arange(tokens.shape[0], device=tokens.device), index]
+
+
+def run_layers(
+    layers: Sequence[nn.Module], x: Any, grad_checkpointing: bool, step: Callable[[nn.Module, Any], Any]
+) -> Any:
+    """Apply ``step(layer, x)`` layer by layer, checkpointing each layer when asked and training.
+
+    For stacks whose layers take more than ``Transformer``'s signature (two streams, expert routing).
+    """
+    for layer in layers:
+        if grad_checkpointing and torch.is_grad_enabled():
+            x = checkpoint(step, layer, x, use_reentrant=False)
+        else:
+            x = step(layer, x)
+    return x
+
+
+# ---------------------------------------------------------------------------------------------
+# masks (boolean, True = may attend, [B|1, 1, Lq, Lk])
+
+
+def _prefix(prefix_length: torch.Tensor | int | None, device: torch.device) -> torch.Tensor:
+    """Prefix lengths as a [B or 1] long tensor (None -> 0)."""
+    if prefix_length is None:
+        return torch.zeros(1, dtype=torch.long, device=device)
+    return torch.as_tensor(prefix_length, device=device).reshape(-1).long()
+
+
+def with_self(mask: torch.Tensor) -> torch.Tensor:
+    """``mask`` OR identity, so no query row is fully masked (see the module docstring)."""
+    eye = torch.eye(mask.shape[-2], mask.shape[-1], dtype=torch.bool, device=mask.device)
+    return mask | eye
+
+
+def text_self_mask(
+    mode: AttentionMode, length: int, text_mask: torch.Tensor | None, prefix_length: torch.Tensor | int | None,
+    device: torch.device,
+) -> torch.Tensor:
+    """Mask of text self-attention: [B|1, 1, L, L]."""
+    if mode == "bidirectional":
+        mask = torch.ones(1, 1, length, length, dtype=torch.bool, device=device)
+    elif mode == "causal":
+        mask = causal_mask(length, device)
+    else:
+        mask = seq2seq_mask(_prefix(prefix_length, device), length, device)
+    if text_mask is not None:
+        mask = mask & padding_mask(text_mask)
+    return with_self(mask)
+
+
+def image_to_text_mask(
+    mode: AttentionMode, num_image: int, length: int, prefix_length: torch.Tensor | int | None, device: torch.device
+) -> torch.Tensor:
+    """Which text keys image queries may see: [B|1, 1, N, L] (all, none, or the text prefix)."""
+    if mode == "bidirectional":
+        return torch.ones(1, 1, num_image, length, dtype=torch.bool, device=device)
+    if mode == "causal":
+        return torch.zeros(1, 1, num_image, length, dtype=torch.bool, device=device)
+    cols = torch.arange(length, device=device)
+    visible = cols[None, :] < _prefix(prefix_length, device)[:, None]  # [B, L]
+    return visible[:, None, None, :].expand(-1, 1, num_image, length)
+
+
+def key_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """[B, N] 1 = real -> [B, 1, 1, N] key mask (or None when every token is real)."""
+    return None if mask is None else padding_mask(mask)
+
+
+def joint_mask(
+    mode: AttentionMode,
+    num_text: int,
+    num_image: int,
+    text_mask: torch.Tensor | None,
+    image_mask: torch.Tensor | None,
+    prefix_length: torch.Tensor | int | None,
+    device: torch.device,
+) -> torch.Tensor:
+    """Self-attention mask over the joint sequence [text; image]: [B|1, 1, L+N, L+N]."""
+    tt = text_self_mask(mode, num_text, None, prefix_length, device)
+    it = image_to_text_mask(mode, num_image, num_text, prefix_length, device)
+    batch = max(tt.shape[0], it.shape[0])
+    tt = tt.expand(batch, 1, num_text, num_text)
+    it = it.expand(batch, 1, num_image, num_text)
+    ti = torch.ones(batch, 1, num_text, num_image, dtype=torch.bool, device=device)
+    ii = torch.ones(batch, 1, num_image, num_image, dtype=torch.bool, device=device)
+    mask = torch.cat([torch.cat([tt, ti], dim=3), torch.cat([it, ii], dim=3)], dim=2)
+    if text_mask is not None or image_mask is not None:
+        tm = text_mask.bool() if text_mask is not None else None
+        im = image_mask.bool() if image_mask is not None else None
+        size = (tm if tm is not None else im).shape[0]  # type: ignore[union-attr]
+        if tm is None:
+            tm = torch.ones(size, num_text, dtype=torch.bool, device=device)
+        if im is None:
+            im = torch.ones(size, num_image, dtype=torch.bool, device=device)
+        mask = mask & padding_mask(torch.cat([tm, im], dim=1))
+    return with_self(mask)

@@ -1,0 +1,132 @@
+"""Single-stream fusion: concatenate text and image tokens, one self-attention transformer.
+
+UNITER / OSCAR / VisualBERT (post-norm, BERT-initialised) and ViLT (pre-norm) are this module in
+"bidirectional" mode. The same module with a causal or seq2seq mask is the GIT self-attention
+decoder and the VLP/UniLM unified encoder-decoder, so those are registered as kinds of their own
+that differ only in defaults (`SelfAttentionDecoderConfig`, `UnifiedSeq2SeqConfig`): one code path,
+three names a preset can ask for.
+
+The joint sequence is [text; image] (UNITER, ViLT), so the text [CLS] sits at position 0. GIT and
+VLP write [image; text]; with masks built per modality (see `vlp.fusion.base`) and no joint
+position embeddings the outputs are the same, so the order is not a config option.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from vlp.encoders.base import EncoderOutput
+from vlp.fusion.base import (
+    AttentionMode,
+    Fusion,
+    FusionOutput,
+    PoolPosition,
+    Pooler,
+    init_weights,
+    input_projection,
+    joint_mask,
+    resolve_width,
+    select_position,
+)
+from vlp.layers import Transformer, TransformerBlock
+
+
+@dataclass
+class SingleStreamConfig:
+    """UNITER-style joint encoder. ViLT: ``norm_first=True, eps=1e-6``."""
+
+    kind: str = "single_stream"
+    width: int | None = None  # None: the text encoder's width
+    depth: int = 6
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    norm_first: bool = False  # UNITER/VisualBERT post-norm (BERT init); ViLT pre-norm
+    eps: float = 1e-12
+    qkv_bias: bool = True
+    dropout: float = 0.0
+    pooler: bool = True  # BERT pooler (Linear + tanh) on the pooled position
+    pool: PoolPosition = "first"  # text [CLS]; "last" = last real text token (decoders)
+    default_mode: AttentionMode = "bidirectional"
+
+    def __post_init__(self) -> None:
+        if self.depth < 1:
+            raise ValueError("depth must be at least 1")
+        if self.width is not None and self.width % self.num_heads != 0:
+            raise ValueError(f"width {self.width} is not divisible by num_heads {self.num_heads}")
+
+
+@dataclass
+class SelfAttentionDecoderConfig(SingleStreamConfig):
+    """GIT's text decoder: self-attention over [image; text] with the seq2seq mask.
+
+    GIT's decoder is BERT-initialised (post-norm); the question of VQA is the text prefix. Pooling
+    the last real text token is the only position that has seen the whole text in causal mode.
+    """
+
+    kind: str = "self_attention_decoder"
+    pooler: bool = False
+    pool: PoolPosition = "last"
+    default_mode: AttentionMode = "seq2seq"
+
+
+@dataclass
+class UnifiedSeq2SeqConfig(SingleStreamConfig):
+    """VLP (Zhou et al. 2020) unified encoder-decoder: one BERT run with the bidirectional mask
+    (understanding, MLM) or the seq2seq mask (captioning), chosen per call by ``mode``."""
+
+    kind: str = "unified_seq2seq"
+    default_mode: AttentionMode = "bidirectional"
+
+
+class SingleStreamFusion(Fusion):
+    """Joint self-attention over [text; image] with learned modality-type embeddings."""
+
+    kind: ClassVar[str] = "single_stream"
+
+    def __init__(self, cfg: SingleStreamConfig, image_width: int, text_width: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.kind = cfg.kind  # type: ignore[misc]  # error messages name the registered kind
+        self.default_mode = cfg.default_mode
+        self.width = width = resolve_width(cfg.width, text_width)
+        self.image_proj = input_projection(image_width, width)
+        self.text_proj = input_projection(text_width, width)
+        # Type 0 = text, 1 = image (UNITER/ViLT): the joint stack is otherwise blind to modality.
+        self.type_embeddings = nn.Embedding(2, width)
+        self.blocks = Transformer(
+            [
+                TransformerBlock(
+                    width, cfg.num_heads, cfg.mlp_ratio, norm_first=cfg.norm_first, eps=cfg.eps,
+                    qkv_bias=cfg.qkv_bias, dropout=cfg.dropout,
+                )
+                for _ in range(cfg.depth)
+            ]
+        )
+        # Pre-norm stacks need a final norm; post-norm blocks already end in one.
+        self.norm: nn.Module = nn.LayerNorm(width, eps=cfg.eps) if cfg.norm_first else nn.Identity()
+        self.pooler: nn.Module = Pooler(width) if cfg.pooler else nn.Identity()
+        init_weights(self)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"type_embeddings.weight"}
+
+    def forward(
+        self,
+        image: EncoderOutput,
+        text: EncoderOutput,
+        mode: AttentionMode | None = None,
+        prefix_length: torch.Tensor | None = None,
+    ) -> FusionOutput:
+        mode = self.resolve_mode(mode, prefix_length)
+        t = self.text_proj(text.tokens) + self.type_embeddings.weight[0]  # [B, L, D]
+        v = self.image_proj(image.tokens) + self.type_embeddings.weight[1]  # [B, N, D]
+        num_text = t.shape[1]
+        mask = joint_mask(mode, num_text, v.shape[1], text.mask, image.mask, prefix_length, t.device)
+        x = self.norm(self.blocks(torch.cat([t, v], dim=1), attn_mask=mask))  # [B, L+N, D]
+        text_tokens, image_tokens = x[:, :num_text], x[:, num_text:]
+        pooled = self.pooler(select_position(text_tokens, text.mask, self.cfg.pool))
+        return FusionOutput(text_tokens=text_tokens, image_tokens=image_tokens, pooled=pooled)
