@@ -193,7 +193,7 @@ def test_from_file_hf_style(vocab_txt, tmp_path):
 
 def test_parity_with_transformers_bert(vocab_txt):
     transformers = pytest.importorskip("transformers")
-    ref = transformers.BertTokenizerFast(vocab_file=str(vocab_txt), do_lower_case=True)
+    ref = transformers.BertTokenizerFast(vocab=str(vocab_txt), do_lower_case=True)
     t = TextTokenizer.from_vocab_txt(vocab_txt)
     texts = ["The dogs running, LEFT of a Café.", "a red cat", "zebra on the left of the red dog running"]
     out = ref(texts, padding="longest", truncation=True, max_length=9, return_tensors="pt")

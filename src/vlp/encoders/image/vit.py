@@ -1,7 +1,8 @@
 """Vision Transformer image encoder (ViT, Dosovitskiy et al. 2021), our own implementation.
 
 Module and parameter names mirror timm's `VisionTransformer` (`patch_embed.proj`, `cls_token`,
-`pos_embed`, `blocks.N.attn.qkv`, `norm`) so a parity test can copy weights one-to-one.
+`pos_embed`, `blocks.N.attn.qkv`, `norm`) so timm weights map on one-to-one through
+`vlp.encoders.convert.vit_state_dict_from_timm` (tests/parity/test_vit_timm.py checks the outputs).
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import torch
 from torch import nn
 
 from vlp.encoders.base import Encoder, EncoderOutput
+from vlp.encoders.image.common import PatchDropout, PatchEmbed, check_patch_dropout
 from vlp.layers import Transformer, TransformerBlock
+
+__all__ = ["PatchEmbed", "ViTConfig", "VisionTransformer"]
 
 
 @dataclass
@@ -28,23 +32,16 @@ class ViTConfig:
     qkv_bias: bool = True
     dropout: float = 0.0
     pool: Literal["cls", "mean"] = "cls"
+    # Share of patch tokens dropped at random in training (FLIP, open_clip `patch_dropout`): less
+    # compute per step and a regulariser; [CLS] is always kept; evaluation sees every patch.
+    patch_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size != 0:
             raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
         if self.width % self.num_heads != 0:
             raise ValueError(f"width {self.width} is not divisible by num_heads {self.num_heads}")
-
-
-class PatchEmbed(nn.Module):
-    """Non-overlapping patches by one convolution with kernel = stride (the ViLT image 'encoder')."""
-
-    def __init__(self, patch_size: int, width: int, in_channels: int = 3) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(in_channels, width, kernel_size=patch_size, stride=patch_size)
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.proj(pixels).flatten(2).transpose(1, 2)  # [B, D, h, w] -> [B, h*w, D]
+        check_patch_dropout(self.patch_dropout)
 
 
 class VisionTransformer(Encoder):
@@ -54,10 +51,10 @@ class VisionTransformer(Encoder):
         super().__init__()
         self.cfg = cfg
         self.width = cfg.width
-        num_patches = (cfg.image_size // cfg.patch_size) ** 2
-        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.width)
+        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.width, image_size=cfg.image_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
-        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, cfg.width))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + 1, cfg.width))
+        self.patch_drop = PatchDropout(cfg.patch_dropout, num_prefix_tokens=1)
         self.blocks = Transformer(
             [
                 TransformerBlock(
@@ -82,10 +79,19 @@ class VisionTransformer(Encoder):
     def no_weight_decay(self) -> set[str]:
         return {"cls_token", "pos_embed"}
 
+    def lock_groups(self) -> list[list[nn.Module | nn.Parameter]]:
+        """[embeddings], block 0, ..., [last block + final norm]: `lock(N)` trains the last N blocks and norm."""
+        blocks: list[nn.Module] = list(self.blocks.blocks)
+        groups: list[list[nn.Module | nn.Parameter]] = [[self.patch_embed, self.cls_token, self.pos_embed]]
+        groups += [[block] for block in blocks]
+        groups[-1].append(self.norm)
+        return groups
+
     def forward(self, pixels: torch.Tensor) -> EncoderOutput:
         x = self.patch_embed(pixels)  # [B, N, D]
         cls = self.cls_token.expand(x.shape[0], -1, -1)
         x = torch.cat([cls, x], dim=1) + self.pos_embed
+        x = self.patch_drop(x)  # [B, 1 + K, D] in training with patch_dropout > 0
         x = self.norm(self.blocks(x))
         pooled = x[:, 0] if self.cfg.pool == "cls" else x[:, 1:].mean(dim=1)
         return EncoderOutput(tokens=x, pooled=pooled)

@@ -1,7 +1,8 @@
 """BERT-style text encoder: token + position + segment embeddings and a transformer.
 
 Post-norm with eps 1e-12 by default, matching BERT (Devlin et al. 2019) so that BERT weights map
-onto it; `causal=True` gives the decoder variant used by LM objectives.
+onto it (`vlp.encoders.convert.bert_state_dict_from_hf`; tests/parity checks the outputs);
+`causal=True` gives the decoder variant used by LM objectives.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from vlp.encoders.base import Encoder, EncoderOutput
+from vlp.encoders.base import Encoder, EncoderOutput, last_token, masked_mean
 from vlp.layers import Transformer, TransformerBlock, causal_mask, combine, padding_mask
 
 
@@ -30,11 +31,21 @@ class TextTransformerConfig:
     eps: float = 1e-12
     dropout: float = 0.0
     causal: bool = False
-    pool: Literal["cls", "mean"] = "cls"
+    # "auto": [CLS] (position 0) when bidirectional, the last real token (EOS) when causal, because in a
+    # causal stack position 0 has seen only itself and the last token is the only one that saw all.
+    pool: Literal["auto", "cls", "mean", "last"] = "auto"
 
     def __post_init__(self) -> None:
         if self.width % self.num_heads != 0:
             raise ValueError(f"width {self.width} is not divisible by num_heads {self.num_heads}")
+        if self.causal and self.pool == "cls":
+            raise ValueError("pool='cls' with causal=True pools a token that saw only itself; use 'last' or 'auto'")
+
+    @property
+    def resolved_pool(self) -> str:
+        if self.pool == "auto":
+            return "last" if self.causal else "cls"
+        return self.pool
 
 
 class TextEmbeddings(nn.Module):
@@ -64,6 +75,8 @@ class TextEmbeddings(nn.Module):
 
 
 class TextTransformer(Encoder):
+    """Embeddings + transformer; `lock(N)` leaves the last N blocks (and the final norm) trainable."""
+
     def __init__(self, cfg: TextTransformerConfig) -> None:
         super().__init__()
         if cfg.vocab_size is None:
@@ -91,15 +104,23 @@ class TextTransformer(Encoder):
     def no_weight_decay(self) -> set[str]:
         return {"embeddings.position_embeddings.weight", "embeddings.token_type_embeddings.weight"}
 
+    def lock_groups(self) -> list[list[nn.Module | nn.Parameter]]:
+        groups: list[list[nn.Module | nn.Parameter]] = [[self.embeddings]]
+        groups += [[block] for block in self.blocks.blocks]
+        groups[-1].append(self.final_norm)
+        return groups
+
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
     ) -> EncoderOutput:
         x = self.embeddings(input_ids, token_type_ids)
         mask = combine(padding_mask(attention_mask), causal_mask(x.shape[1], x.device) if self.cfg.causal else None)
         x = self.final_norm(self.blocks(x, attn_mask=mask))
-        if self.cfg.pool == "cls":
+        pool = self.cfg.resolved_pool
+        if pool == "cls":
             pooled = x[:, 0]
+        elif pool == "last":
+            pooled = last_token(x, attention_mask)
         else:
-            weights = attention_mask.to(x.dtype)[..., None]
-            pooled = (x * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+            pooled = masked_mean(x, attention_mask)
         return EncoderOutput(tokens=x, pooled=pooled, mask=attention_mask)
