@@ -1,14 +1,18 @@
-"""ImageTextModel: injected encoders + projections + a learnable temperature.
+"""ImageTextModel: injected image encoder, text encoder, optional fusion and decoder, and heads.
 
-The model knows nothing of losses, data loading, devices or distribution (open_clip's
-`CLIP` and torchmultimodal's ALBEF show the value of injection): it maps tensors to embeddings,
-and objectives turn embeddings into losses.
+One class covers the lecture's design space because the parts are injected (torchmultimodal's
+ALBEF shows the value of injection): a dual encoder (CLIP) has no fusion; ALBEF adds a
+cross-attention fusion; ViLT/UNITER a single-stream one; BLIP a fusion for ITM plus a decoder for
+LM; GIT/CoCa/VLP use one module with causal or seq2seq masks; UFO/VLMo share one transformer
+between both modalities and the fusion. The model maps tensors to features, embeddings and
+logits; it knows nothing of losses, data loading, devices or distribution.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,18 +22,48 @@ from vlp.encoders import (
     Encoder,
     EncoderOutput,
     ImageEncoderConfig,
+    RegionInputs,
     TextEncoderConfig,
+    TextTransformer,
     TextTransformerConfig,
     ViTConfig,
     build_image_encoder,
     build_text_encoder,
 )
+from vlp.fusion import (
+    CrossAttentionDecoder,
+    Fusion,
+    FusionConfig,
+    FusionOutput,
+    NoFusionConfig,
+    UnifiedImageEncoder,
+    UnifiedTextEncoder,
+    UnifiedTransformer,
+    build_fusion,
+)
+from vlp.heads import ITMHead, TokenPredictionHead
+
+ImageInput = torch.Tensor | RegionInputs
+
+
+@dataclass
+class HeadsConfig:
+    itm: bool = False  # matched/unmatched classifier on the fused pooled state
+    mlm: bool = False  # token prediction over the fusion's text states (MLM, seq2seq MLM)
+    lm: bool = False  # token prediction over the decoder's text states (LM, PrefixLM)
+    tie_word_embeddings: bool = True  # decoder weights = text word embeddings when widths agree
 
 
 @dataclass
 class ModelConfig:
     image_encoder: ImageEncoderConfig = field(default_factory=ViTConfig)
     text_encoder: TextEncoderConfig = field(default_factory=TextTransformerConfig)
+    fusion: FusionConfig = field(default_factory=NoFusionConfig)
+    # A separate text decoder (BLIP's captioner). `none`: language modelling runs through `fusion`
+    # with a causal / seq2seq mask (GIT, CoCa, VLP, UFO).
+    decoder: FusionConfig = field(default_factory=NoFusionConfig)
+    heads: HeadsConfig = field(default_factory=HeadsConfig)
+    contrastive: bool = True  # projections + temperature for ITC (CLIP, ALBEF, BLIP, CoCa, UFO, VLMo)
     embed_dim: int = 128  # shared embedding space of ITC
     init_temperature: float = 0.07  # CLIP's initial tau
     learn_temperature: bool = True
@@ -42,71 +76,210 @@ class ModelConfig:
             raise ValueError("init_temperature must be positive")
         if self.max_logit_scale < 1.0 / self.init_temperature:
             raise ValueError("max_logit_scale must be at least 1 / init_temperature")
+        if self.heads.itm and self.fusion.kind == "none":
+            raise ValueError("heads.itm needs a fusion module (fusion.kind is 'none')")
+        if self.heads.mlm and self.fusion.kind == "none":
+            raise ValueError("heads.mlm needs a fusion module (fusion.kind is 'none')")
+        if self.heads.lm and self.fusion.kind == "none" and self.decoder.kind == "none":
+            raise ValueError("heads.lm needs a decoder or a fusion that can run causally")
 
 
 @dataclass
 class ModelOutput:
-    """Everything a forward pass produced; fields stay None when the architecture has no such output."""
+    """Dual-encoder outputs; fields stay None when the architecture has no such output."""
 
     image_embeds: torch.Tensor | None = None  # [B, E], l2-normalised
     text_embeds: torch.Tensor | None = None  # [B, E], l2-normalised
     logit_scale: torch.Tensor | None = None  # scalar 1/tau, already clamped
 
 
+@dataclass
+class PairFeatures:
+    """Everything tasks need from one pass over a batch's images and texts, computed once.
+
+    `image`/`text` are the unimodal features (pooled -> ITC); `image_for_fusion`/`text_for_fusion`
+    are what the fusion consumes: the same objects for ALBEF-like models, the bare embeddings for
+    unified models (UFO/VLMo), whose shared transformer does the encoding jointly.
+    """
+
+    image: EncoderOutput
+    text: EncoderOutput
+    image_for_fusion: EncoderOutput
+    text_for_fusion: EncoderOutput
+
+
 class ImageTextModel(nn.Module):
-    def __init__(self, image_encoder: Encoder, text_encoder: Encoder, cfg: ModelConfig) -> None:
+    def __init__(
+        self,
+        image_encoder: Encoder,
+        text_encoder: Encoder,
+        cfg: ModelConfig,
+        fusion: Fusion | None = None,
+        decoder: Fusion | None = None,
+    ) -> None:
         super().__init__()
         self.cfg = cfg
+        self.fusion = fusion
+        self.decoder = decoder
+        # The bare token embedder, kept out of the child list (it is registered inside the text
+        # encoder): decoders read embeddings, never a bidirectional encoder's output, which would
+        # leak later tokens into earlier positions.
+        self._raw_text: list[Encoder] = [text_encoder]
+        self._raw_image: list[Encoder] = [image_encoder]
+        self.unified = isinstance(fusion, UnifiedTransformer)
+        if self.unified:
+            assert isinstance(fusion, UnifiedTransformer)
+            if not isinstance(text_encoder, TextTransformer):
+                raise ValueError("a unified transformer needs the 'bert' text encoder as its token embedder")
+            image_encoder = UnifiedImageEncoder(fusion, image_encoder)
+            text_encoder = UnifiedTextEncoder(fusion, text_encoder.embeddings)
         self.image_encoder = image_encoder
         self.text_encoder = text_encoder
-        self.image_proj = nn.Linear(image_encoder.width, cfg.embed_dim, bias=False)
-        self.text_proj = nn.Linear(text_encoder.width, cfg.embed_dim, bias=False)
-        init = torch.tensor(math.log(1.0 / cfg.init_temperature))
-        # Stored as log(1/tau) like CLIP: the optimiser then moves tau multiplicatively.
-        self.log_logit_scale = nn.Parameter(init, requires_grad=cfg.learn_temperature)
-        nn.init.normal_(self.image_proj.weight, std=image_encoder.width**-0.5)
-        nn.init.normal_(self.text_proj.weight, std=text_encoder.width**-0.5)
+        # CoCa: the decoder's unimodal (text-only) layers give the text embedding for ITC.
+        self.unimodal_text_decoder = isinstance(fusion, CrossAttentionDecoder) and fusion.cfg.unimodal_depth > 0
+        image_width = fusion.width if self.unified else image_encoder.width
+        text_width = fusion.width if (self.unified or self.unimodal_text_decoder) else text_encoder.width
+        if cfg.contrastive:
+            self.image_proj = nn.Linear(image_width, cfg.embed_dim, bias=False)
+            self.text_proj = nn.Linear(text_width, cfg.embed_dim, bias=False)
+            nn.init.normal_(self.image_proj.weight, std=image_width**-0.5)
+            nn.init.normal_(self.text_proj.weight, std=text_width**-0.5)
+            init = torch.tensor(math.log(1.0 / cfg.init_temperature))
+            # Stored as log(1/tau) like CLIP: the optimiser then moves tau multiplicatively.
+            self.log_logit_scale = nn.Parameter(init, requires_grad=cfg.learn_temperature)
+        word_embeddings = text_encoder.embeddings.word_embeddings if isinstance(self._raw_text[0], TextTransformer) else None
+        vocab_size = getattr(getattr(self._raw_text[0], "cfg", None), "vocab_size", None)
+        self.itm_head = ITMHead(fusion.width) if cfg.heads.itm and fusion is not None else None
+        self.mlm_head = self._token_head(fusion, vocab_size, word_embeddings) if cfg.heads.mlm else None
+        self.lm_head = self._token_head(decoder or fusion, vocab_size, word_embeddings) if cfg.heads.lm else None
         if cfg.lock_image:
-            image_encoder.lock()
+            self._raw_image[0].lock()
         if cfg.grad_checkpointing:
             self.set_grad_checkpointing(True)
 
+    def _token_head(self, module: Fusion | None, vocab_size: int | None, embeddings: nn.Embedding | None) -> TokenPredictionHead:
+        if module is None or vocab_size is None:
+            raise ValueError("token prediction needs a fusion/decoder and a text encoder with a known vocabulary")
+        tie = embeddings if (self.cfg.heads.tie_word_embeddings and embeddings is not None and embeddings.embedding_dim == module.width) else None
+        return TokenPredictionHead(module.width, vocab_size, tied_embedding=tie)
+
+    # ------------------------------------------------------------------ housekeeping
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
-        self.image_encoder.set_grad_checkpointing(enabled)
-        self.text_encoder.set_grad_checkpointing(enabled)
+        for module in (self._raw_image[0], self._raw_text[0], self.fusion, self.decoder):
+            if module is not None:
+                module.set_grad_checkpointing(enabled)
 
     def no_weight_decay(self) -> set[str]:
         names = {"log_logit_scale"}
-        names |= {f"image_encoder.{n}" for n in self.image_encoder.no_weight_decay()}
-        names |= {f"text_encoder.{n}" for n in self.text_encoder.no_weight_decay()}
+        image_prefix = "image_encoder.embed." if self.unified else "image_encoder."
+        names |= {image_prefix + n for n in self._raw_image[0].no_weight_decay()}
+        text_raw = self._raw_text[0]
+        if self.unified:
+            names |= {"text_encoder.embed." + n.removeprefix("embeddings.") for n in text_raw.no_weight_decay() if n.startswith("embeddings.")}
+        else:
+            names |= {"text_encoder." + n for n in text_raw.no_weight_decay()}
+        for prefix, module in (("fusion.", self.fusion), ("decoder.", self.decoder)):
+            if module is not None and hasattr(module, "no_weight_decay"):
+                names |= {prefix + n for n in module.no_weight_decay()}
         return names
 
+    # ------------------------------------------------------------------ unimodal
     def logit_scale(self) -> torch.Tensor:
         # The clamp lives here rather than in the training loop so every caller sees the same value;
         # clamp() passes no gradient past the bound, which is what CLIP's post-step clamp achieves.
         return self.log_logit_scale.clamp(max=math.log(self.cfg.max_logit_scale)).exp()
 
-    def image_features(self, pixels: torch.Tensor) -> EncoderOutput:
-        return self.image_encoder(pixels)
+    def image_features(self, image: ImageInput) -> EncoderOutput:
+        return self.image_encoder(image)
 
     def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> EncoderOutput:
-        return self.text_encoder(input_ids, attention_mask)
+        out = self.text_encoder(input_ids, attention_mask)
+        if self.unimodal_text_decoder:
+            assert isinstance(self.fusion, CrossAttentionDecoder)
+            out = self.fusion.encode_text_unimodal(out)
+        return out
 
-    def encode_image(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        pooled = self.image_features(pixels).pooled
-        assert pooled is not None, "image encoder produced no pooled vector"
-        embeds = self.image_proj(pooled)
+    def text_embeddings(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> EncoderOutput:
+        """Token + position embeddings only: what decoders and unified fusions consume."""
+        raw = self._raw_text[0]
+        if not isinstance(raw, TextTransformer):
+            raise ValueError(f"{type(raw).__name__} exposes no token embeddings for a decoder")
+        return EncoderOutput(tokens=raw.embeddings(input_ids), mask=attention_mask)
+
+    def image_embeddings(self, image: ImageInput) -> EncoderOutput:
+        """Input tokens of the image side for a unified fusion (patch embeddings)."""
+        out = self._raw_image[0](image)
+        return out if isinstance(out, EncoderOutput) else EncoderOutput(tokens=out)
+
+    def project_image(self, features: EncoderOutput, normalize: bool = True) -> torch.Tensor:
+        assert features.pooled is not None, "image encoder produced no pooled vector"
+        embeds = self.image_proj(features.pooled)
         return F.normalize(embeds, dim=-1) if normalize else embeds
+
+    def project_text(self, features: EncoderOutput, normalize: bool = True) -> torch.Tensor:
+        assert features.pooled is not None, "text encoder produced no pooled vector"
+        embeds = self.text_proj(features.pooled)
+        return F.normalize(embeds, dim=-1) if normalize else embeds
+
+    def encode_image(self, image: ImageInput, normalize: bool = True) -> torch.Tensor:
+        return self.project_image(self.image_features(image), normalize)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        pooled = self.text_features(input_ids, attention_mask).pooled
-        assert pooled is not None, "text encoder produced no pooled vector"
-        embeds = self.text_proj(pooled)
-        return F.normalize(embeds, dim=-1) if normalize else embeds
+        return self.project_text(self.text_features(input_ids, attention_mask), normalize)
 
-    def forward(self, pixels: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> ModelOutput:
+    # ------------------------------------------------------------------ multimodal
+    def pair_features(self, image: ImageInput, input_ids: torch.Tensor, attention_mask: torch.Tensor, unimodal: bool = True) -> PairFeatures:
+        """Unimodal features (for ITC) and fusion inputs, sharing the work where they coincide."""
+        if self.unified:
+            image_in, text_in = self.image_embeddings(image), self.text_embeddings(input_ids, attention_mask)
+            image_uni = self.fusion.encode_image(image_in) if unimodal else image_in  # type: ignore[union-attr]
+            text_uni = self.fusion.encode_text(text_in) if unimodal else text_in  # type: ignore[union-attr]
+            return PairFeatures(image_uni, text_uni, image_in, text_in)
+        image_out = self.image_features(image)
+        if self.unimodal_text_decoder:  # CoCa: the decoder re-runs its unimodal layers from embeddings
+            text_in = self.text_encoder(input_ids, attention_mask)
+            text_uni = self.fusion.encode_text_unimodal(text_in) if unimodal else text_in  # type: ignore[union-attr]
+            return PairFeatures(image_out, text_uni, image_out, text_in)
+        text_out = self.text_encoder(input_ids, attention_mask)
+        return PairFeatures(image_out, text_out, image_out, text_out)
+
+    def fuse(self, image: EncoderOutput, text: EncoderOutput, mode: str | None = None, prefix_length: Any = None) -> FusionOutput:
+        if self.fusion is None:
+            raise ValueError("this model has no fusion module (a dual encoder)")
+        return self.fusion(image, text, mode=mode, prefix_length=prefix_length)
+
+    def decode(self, image: EncoderOutput, input_ids: torch.Tensor, attention_mask: torch.Tensor, mode: str = "causal", prefix_length: Any = None) -> FusionOutput:
+        """Run the language-modelling path: the decoder if there is one, else the fusion with a causal
+        or seq2seq mask. Text enters as embeddings; the mode keeps later tokens invisible."""
+        module = self.decoder if self.decoder is not None else self.fusion
+        if module is None:
+            raise ValueError("this model has neither a decoder nor a fusion module")
+        text = self.text_embeddings(input_ids, attention_mask)
+        if self.unimodal_text_decoder and self.decoder is None:
+            text = self.text_encoder(input_ids, attention_mask)  # CoCa's embeddings (+ norm); unimodal layers run inside
+        return module(image, text, mode=mode, prefix_length=prefix_length)
+
+    def itm_logits(self, fused: FusionOutput) -> torch.Tensor:
+        if self.itm_head is None or fused.pooled is None:
+            raise ValueError("this model has no ITM head")
+        return self.itm_head(fused.pooled)
+
+    def mlm_logits(self, fused: FusionOutput) -> torch.Tensor:
+        if self.mlm_head is None or fused.text_tokens is None:
+            raise ValueError("this model has no MLM head")
+        return self.mlm_head(fused.text_tokens)
+
+    def lm_logits(self, decoded: FusionOutput) -> torch.Tensor:
+        if self.lm_head is None or decoded.text_tokens is None:
+            raise ValueError("this model has no LM head")
+        return self.lm_head(decoded.text_tokens)
+
+    def forward(self, image: ImageInput, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> ModelOutput:
+        """Dual-encoder forward (ITC embeddings); multimodal paths are the methods above."""
+        if not self.cfg.contrastive:
+            raise ValueError("this model has no contrastive embeddings (contrastive=False)")
         return ModelOutput(
-            image_embeds=self.encode_image(pixels),
+            image_embeds=self.encode_image(image),
             text_embeds=self.encode_text(input_ids, attention_mask),
             logit_scale=self.logit_scale(),
         )
@@ -114,11 +287,24 @@ class ImageTextModel(nn.Module):
 
 def build_model(cfg: ModelConfig) -> ImageTextModel:
     """Build a model from a fully resolved config (text vocab size known)."""
-    return ImageTextModel(build_image_encoder(cfg.image_encoder), build_text_encoder(cfg.text_encoder), cfg)
+    image = build_image_encoder(cfg.image_encoder)
+    text = build_text_encoder(cfg.text_encoder)
+    fusion = build_fusion(cfg.fusion, image.width, text.width)
+    decoder = build_fusion(cfg.decoder, image.width, text.width)
+    return ImageTextModel(image, text, cfg, fusion=fusion, decoder=decoder)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-__all__ = ["ImageTextModel", "ModelConfig", "ModelOutput", "TextTransformerConfig", "build_model", "count_parameters"]
+__all__ = [
+    "HeadsConfig",
+    "ImageTextModel",
+    "ModelConfig",
+    "ModelOutput",
+    "PairFeatures",
+    "TextTransformerConfig",
+    "build_model",
+    "count_parameters",
+]
