@@ -24,7 +24,7 @@ def _threads() -> None:
 def tiny_scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """32-pixel scenes with the tiny preset's counts (generated once, ~1 s)."""
     from vlp.data.scenes import generate_scenes
-    from vlp.experiment.config import experiment_preset
+    from vlp.experiment.presets import experiment_preset
 
     params = experiment_preset("clip_tiny").data.scenes
     out = tmp_path_factory.mktemp("scenes_tiny")

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from vlp.config import apply_overrides
-from vlp.experiment.config import experiment_preset
+from vlp.experiment.presets import experiment_preset
 from vlp.experiment.run import train_experiment
 from vlp.train.logging import read_metrics
 

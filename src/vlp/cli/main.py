@@ -12,7 +12,7 @@ from vlp.config import ConfigError, apply_overrides, load_yaml_config, to_dict
 
 
 def _experiment_config(args: argparse.Namespace):
-    from vlp.experiment.config import experiment_preset
+    from vlp.experiment.presets import experiment_preset
 
     if args.config:
         cfg = load_yaml_config(args.config, experiment_preset)

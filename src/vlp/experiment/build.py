@@ -15,7 +15,7 @@ from vlp.data.records import ImageRecord
 from vlp.data.tokenizer import TextTokenizer
 from vlp.experiment.config import DataConfig, ExperimentConfig, with_vocab_size
 from vlp.models import build_model
-from vlp.tasks import ContrastivePretrainTask
+from vlp.tasks import PretrainTask
 from vlp.train.trainer import seed_everything
 
 
@@ -68,17 +68,19 @@ def image_size_of(cfg: ExperimentConfig) -> int:
     return int(getattr(cfg.model.image_encoder, "image_size"))
 
 
-def build_training(cfg: ExperimentConfig, records: list[ImageRecord], tokenizer: TextTokenizer) -> tuple[ExperimentConfig, ContrastivePretrainTask, CaptionPairDataset, PairCollator]:
+def build_training(cfg: ExperimentConfig, records: list[ImageRecord], tokenizer: TextTokenizer) -> tuple[ExperimentConfig, PretrainTask, CaptionPairDataset, PairCollator]:
     """Seeded model + task + dataset for the training split; returns the resolved config too."""
     resolved = with_vocab_size(cfg, tokenizer.vocab_size)
     seed_everything(cfg.train.seed)
     task = build_task(resolved)
     dataset = CaptionPairDataset(records, ImageTransform(image_size_of(resolved)))
-    collate = PairCollator(tokenizer, max_length=resolved.model.text_encoder.max_length)
+    objectives = resolved.objectives
+    masking = {"mlm_rate": objectives.mlm_rate, "whole_word": objectives.whole_word_mask, "seed": objectives.seed} if objectives.needs_mlm_masks else {}
+    collate = PairCollator(tokenizer, max_length=resolved.model.text_encoder.max_length, **masking)
     return resolved, task, dataset, collate
 
 
-def build_task(cfg: ExperimentConfig) -> ContrastivePretrainTask:
+def build_task(cfg: ExperimentConfig) -> PretrainTask:
     """The task (model + objectives) of a resolved config. Checkpoints hold the task's state, so
     evaluation builds the same task and loads into it before taking `task.model`."""
-    return ContrastivePretrainTask(build_model(cfg.model))
+    return PretrainTask(build_model(cfg.model), cfg.objectives)

@@ -1,17 +1,16 @@
 """Experiment = model + data + training + evaluation configs, and the named experiment presets.
 
-An experiment YAML names one of these presets and overrides fields; `--set a.b=c` overrides
-further. The resolved config is saved in the run directory and in every checkpoint.
+An experiment YAML names a preset (`vlp.experiment.presets`) and overrides fields; `--set a.b=c`
+overrides further. The resolved config is saved in the run directory and in every checkpoint.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from vlp.models import ModelConfig, model_preset
-from vlp.registry import Registry
+from vlp.models import ModelConfig
+from vlp.tasks.pretrain import ObjectivesConfig
 from vlp.train.config import TrainConfig
 
 
@@ -54,44 +53,10 @@ class ExperimentConfig:
     # fine-tuning: start from the weights (and tokenizer) of an earlier run directory or checkpoint
     init_from: str | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
+    objectives: ObjectivesConfig = field(default_factory=ObjectivesConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-
-
-EXPERIMENT_PRESETS: Registry = Registry("experiment preset")
-
-
-@EXPERIMENT_PRESETS.register("clip_small")
-def clip_small() -> ExperimentConfig:
-    """The demo: CLIP-style dual encoder pre-trained with ITC on 10k 64-pixel scenes, on CPU."""
-    return ExperimentConfig(
-        name="clip_small",
-        model=model_preset("clip_small"),
-        data=DataConfig(),
-        train=TrainConfig(batch_size=128, max_steps=1200, lr=1e-3, warmup_steps=100, weight_decay=0.1, log_every=20, checkpoint_every=400),
-    )
-
-
-@EXPERIMENT_PRESETS.register("clip_tiny")
-def clip_tiny() -> ExperimentConfig:
-    """Seconds on CPU: for tests and smoke runs."""
-    return ExperimentConfig(
-        name="clip_tiny",
-        model=model_preset("clip_tiny"),
-        data=DataConfig(
-            path="data/scenes_tiny",
-            vocab_size=200,
-            scenes=ScenesConfig(image_size=32, num_train=256, num_val=16, num_test=32, num_test_novel=32),
-        ),
-        train=TrainConfig(batch_size=32, max_steps=20, lr=1e-3, warmup_steps=2, log_every=5, checkpoint_every=10, num_workers=0),
-        eval=EvalConfig(batch_size=64, num_examples=2),
-    )
-
-
-def experiment_preset(name: str) -> ExperimentConfig:
-    factory: Callable[[], ExperimentConfig] = EXPERIMENT_PRESETS.get(name)
-    return factory()
 
 
 def check_consistency(cfg: ExperimentConfig) -> None:

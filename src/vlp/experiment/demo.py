@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 
 from vlp.config import apply_overrides
-from vlp.experiment.config import ExperimentConfig, experiment_preset
+from vlp.experiment.config import ExperimentConfig
+from vlp.experiment.presets import experiment_preset
 from vlp.experiment.run import evaluate_run, format_metrics_table, train_experiment, write_run_report
 
 

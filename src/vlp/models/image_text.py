@@ -147,7 +147,7 @@ class ImageTextModel(nn.Module):
             init = torch.tensor(math.log(1.0 / cfg.init_temperature))
             # Stored as log(1/tau) like CLIP: the optimiser then moves tau multiplicatively.
             self.log_logit_scale = nn.Parameter(init, requires_grad=cfg.learn_temperature)
-        word_embeddings = text_encoder.embeddings.word_embeddings if isinstance(self._raw_text[0], TextTransformer) else None
+        word_embeddings = self._raw_text[0].embeddings.word_embeddings if isinstance(self._raw_text[0], TextTransformer) else None
         vocab_size = getattr(getattr(self._raw_text[0], "cfg", None), "vocab_size", None)
         self.itm_head = ITMHead(fusion.width) if cfg.heads.itm and fusion is not None else None
         self.mlm_head = self._token_head(fusion, vocab_size, word_embeddings) if cfg.heads.mlm else None
@@ -242,6 +242,13 @@ class ImageTextModel(nn.Module):
             return PairFeatures(image_out, text_uni, image_out, text_in)
         text_out = self.text_encoder(input_ids, attention_mask)
         return PairFeatures(image_out, text_out, image_out, text_out)
+
+    def text_for_fusion(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> EncoderOutput:
+        """What the fusion consumes for (e.g. masked) text: embeddings for unified models and CoCa,
+        the text encoder's output otherwise (ALBEF's text layers, or ViLT/UNITER's bare embedder)."""
+        if self.unified:
+            return self.text_embeddings(input_ids, attention_mask)
+        return self.text_encoder(input_ids, attention_mask)
 
     def fuse(self, image: EncoderOutput, text: EncoderOutput, mode: str | None = None, prefix_length: Any = None) -> FusionOutput:
         if self.fusion is None:

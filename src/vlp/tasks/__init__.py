@@ -1,6 +1,6 @@
 """Tasks: a model plus objectives, defining the batch contract and the loss mix."""
 
 from vlp.tasks.base import LossOutput, Task
-from vlp.tasks.pretrain import ContrastivePretrainTask
+from vlp.tasks.pretrain import OBJECTIVES, ContrastivePretrainTask, ObjectivesConfig, PretrainTask
 
-__all__ = ["ContrastivePretrainTask", "LossOutput", "Task"]
+__all__ = ["OBJECTIVES", "ContrastivePretrainTask", "LossOutput", "ObjectivesConfig", "PretrainTask", "Task"]

@@ -27,6 +27,11 @@ class Task(nn.Module):
         raise NotImplementedError
 
     @torch.no_grad()
+    def log_values(self) -> dict[str, float]:
+        """Extra scalars worth logging with the losses (temperature, queue fill...)."""
+        return {}
+
+    @torch.no_grad()
     def after_step(self) -> None:
         """Called once after each optimiser step (EMA updates, queue enqueues). Never in forward,
         so gradient accumulation and evaluation cannot disturb momentum state."""

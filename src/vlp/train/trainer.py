@@ -182,9 +182,7 @@ class Trainer:
                         }
                         if grad_norm is not None:
                             values["grad_norm"] = float(grad_norm)
-                        model = getattr(self.task, "model", None)
-                        if model is not None and hasattr(model, "logit_scale"):
-                            values["logit_scale"] = float(model.logit_scale().detach())
+                        values.update(self.task.log_values())
                         logger.log(state.step, values)
                         if self.on_log is not None:
                             self.on_log(state.step, values)
