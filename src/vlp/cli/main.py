@@ -63,13 +63,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    import torch
+
     from vlp.models import MODEL_PRESETS, build_model, count_parameters, model_preset
 
-    print(f"{'preset':<16}{'parameters':>14}  (text vocabulary {args.vocab_size})")
+    sizes = set(args.size or ["tiny", "small", "base"])
+    print(f"{'preset':<18}{'parameters':>16}  fusion / objectives-relevant heads   (text vocabulary {args.vocab_size} where the preset leaves it to the tokenizer)")
     for name in MODEL_PRESETS.names():
+        if name.rsplit("_", 1)[1] not in sizes:
+            continue
         cfg = model_preset(name)
-        cfg = replace(cfg, text_encoder=replace(cfg.text_encoder, vocab_size=args.vocab_size))
-        print(f"{name:<16}{count_parameters(build_model(cfg)):>14,}")
+        if cfg.text_encoder.vocab_size is None:
+            cfg = replace(cfg, text_encoder=replace(cfg.text_encoder, vocab_size=args.vocab_size))
+        with torch.device("meta"):  # shapes only: counting a base model costs no memory or init time
+            count = count_parameters(build_model(cfg))
+        heads = [h for h in ("itm", "mlm", "lm") if getattr(cfg.heads, h)] + (["itc"] if cfg.contrastive else [])
+        print(f"{name:<18}{count:>16,}  {cfg.image_encoder.kind} + {cfg.text_encoder.kind} -> {cfg.fusion.kind}"
+              f"{' + ' + cfg.decoder.kind if cfg.decoder.kind != 'none' else ''} [{', '.join(heads)}]")
     return 0
 
 
@@ -124,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list model presets with parameter counts")
     models.add_argument("--vocab-size", type=int, default=1000)
+    models.add_argument("--size", action="append", choices=["tiny", "small", "base"], help="only these sizes (repeatable)")
     models.set_defaults(func=cmd_models)
 
     config = sub.add_parser("config", help="print the resolved experiment config")

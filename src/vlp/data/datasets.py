@@ -8,10 +8,15 @@ Records are stored as flat numpy arrays (UTF-8 bytes + offsets), not lists of Py
 forked DataLoader workers, touching Python objects bumps their reference counts and un-shares the
 pages holding them, so per-worker memory grows towards a full copy of the dataset over an epoch
 (see detectron2's ``NumpySerializedList``). Flat arrays stay shared.
+
+MLM masks are drawn in the collator (``mlm_rate > 0``) by ``MLMMasker``, from a generator seeded
+by a hash of (seed, the batch's token ids, its image ids): a pure function of the batch, so a
+resumed run that replays the same batches gets the same masks whichever worker builds them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -23,6 +28,7 @@ from torch.utils.data import Dataset
 
 from vlp.data.batch import Batch
 from vlp.data.images import CorruptImageError, load_rgb
+from vlp.data.masking import continuation_table, mask_tokens, special_token_ids
 from vlp.data.records import ImageRecord
 from vlp.data.tokenizer import TextTokenizer
 
@@ -32,6 +38,7 @@ __all__ = [
     "PairCollator",
     "ImageCollator",
     "ImageBatch",
+    "MLMMasker",
     "captions_and_image_index",
 ]
 
@@ -133,18 +140,102 @@ class ImageDataset(Dataset):
         return {"pixels": pixels, "image_id": int(self._images.image_ids[i]), "index": i}
 
 
+class MLMMasker:
+    """Collate-time MLM masking (BERT 80/10/10 via ``mask_tokens``) with a per-batch explicit generator.
+
+    The generator of each batch is seeded by a hash of ``seed``, the batch's ``input_ids`` (which
+    already encode its texts, tags and truncation) and its image ids, so the masks are a pure
+    function of (seed, batch content): the same on every call, in every DataLoader worker, after a
+    pickling round trip and in a resumed run that replays the batches. Note the flip side: a batch
+    with identical content gets identical masks in every epoch (static masking, as BERT's original
+    preprocessing); with a shuffling sampler batches differ between epochs anyway, otherwise vary
+    ``seed`` per epoch if fresh masks are wanted.
+
+    Specials (``special_token_ids(tokenizer)``) and padding are never selected. ``whole_word``
+    masks all pieces of a WordPiece word together (the continuation table is computed once here).
+    A plain picklable object; shared by ``PairCollator`` and the region collators.
+    """
+
+    def __init__(self, tokenizer: TextTokenizer, rate: float = 0.15, whole_word: bool = False, seed: int = 0):
+        if not 0.0 < rate <= 1.0:
+            raise ValueError(f"MLM rate must be in (0, 1], got {rate}")
+        self.rate = float(rate)
+        self.whole_word = bool(whole_word)
+        self.seed = int(seed)
+        self.mask_id = int(tokenizer.mask_id)
+        self.vocab_size = int(tokenizer.vocab_size)
+        self.special_ids = special_token_ids(tokenizer)
+        self._continuation = continuation_table(tokenizer) if whole_word else None
+
+    def batch_seed(self, input_ids: torch.Tensor, image_ids: torch.Tensor) -> int:
+        """The 63-bit generator seed of one batch (blake2b of seed, shapes and contents)."""
+        h = hashlib.blake2b(digest_size=8)
+        ids = input_ids.detach().to("cpu", torch.int64).contiguous()
+        images = image_ids.detach().to("cpu", torch.int64).contiguous()
+        h.update(np.asarray([self.seed, *ids.shape, images.numel()], dtype="<i8").tobytes())
+        h.update(ids.numpy().astype("<i8", copy=False).tobytes())
+        h.update(images.numpy().astype("<i8", copy=False).tobytes())
+        return int.from_bytes(h.digest(), "little") & ((1 << 63) - 1)
+
+    def __call__(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mlm_input_ids [B, L], mlm_labels [B, L])``; labels are -100 where nothing is predicted."""
+        generator = torch.Generator().manual_seed(self.batch_seed(input_ids, image_ids))
+        word_starts = None
+        if self._continuation is not None:
+            word_starts = ~self._continuation[input_ids]
+        return mask_tokens(
+            input_ids,
+            attention_mask,
+            mask_id=self.mask_id,
+            vocab_size=self.vocab_size,
+            special_ids=self.special_ids,
+            generator=generator,
+            rate=self.rate,
+            whole_word=self.whole_word,
+            word_starts=word_starts,
+        )
+
+    def fields(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_ids: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """``{"mlm_input_ids": ..., "mlm_labels": ...}``, to splat into ``Batch(...)``."""
+        masked, labels = self(input_ids, attention_mask, image_ids)
+        return {"mlm_input_ids": masked, "mlm_labels": labels}
+
+    @staticmethod
+    def empty_fields() -> dict[str, torch.Tensor]:
+        """The MLM fields of a 0-row batch."""
+        empty = torch.zeros((0, 0), dtype=torch.long)
+        return {"mlm_input_ids": empty, "mlm_labels": empty.clone()}
+
+
 class PairCollator:
     """``DataLoader`` ``collate_fn`` for ``CaptionPairDataset``: stack, tokenise, count skips.
+
+    With ``mlm_rate > 0`` it also fills ``Batch.mlm_input_ids`` / ``mlm_labels`` (see ``MLMMasker``
+    for the rules and why the masks are a pure function of ``seed`` and the batch).
 
     A plain class holding the tokenizer (picklable), so it works with ``num_workers > 0`` under
     both fork and spawn.
     """
 
-    def __init__(self, tokenizer: TextTokenizer, max_length: int):
+    def __init__(
+        self,
+        tokenizer: TextTokenizer,
+        max_length: int,
+        mlm_rate: float = 0.0,
+        whole_word: bool = False,
+        seed: int = 0,
+    ):
         if max_length < 2:
             raise ValueError(f"max_length must be >= 2 to hold [CLS] and [SEP], got {max_length}")
+        if mlm_rate < 0:
+            raise ValueError(f"mlm_rate must be >= 0, got {mlm_rate}")
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.masker = MLMMasker(tokenizer, mlm_rate, whole_word, seed) if mlm_rate > 0 else None
 
     def __call__(self, items: list[dict[str, Any] | None]) -> Batch:
         kept = [it for it in items if it is not None]
@@ -157,16 +248,19 @@ class PairCollator:
                 attention_mask=empty.clone(),
                 image_ids=torch.zeros((0,), dtype=torch.long),
                 skipped=skipped,
+                **(self.masker.empty_fields() if self.masker is not None else {}),
             )
         input_ids, attention_mask = self.tokenizer.encode_batch(
             [it["text"] for it in kept], self.max_length
         )
+        image_ids = torch.tensor([it["image_id"] for it in kept], dtype=torch.long)
         return Batch(
             pixels=_stack([it["pixels"] for it in kept]),
             input_ids=input_ids,
             attention_mask=attention_mask,
-            image_ids=torch.tensor([it["image_id"] for it in kept], dtype=torch.long),
+            image_ids=image_ids,
             skipped=skipped,
+            **(self.masker.fields(input_ids, attention_mask, image_ids) if self.masker is not None else {}),
         )
 
 

@@ -65,7 +65,51 @@ def build_tokenizer(data: DataConfig, train_records: list[ImageRecord]) -> TextT
 
 
 def image_size_of(cfg: ExperimentConfig) -> int:
-    return int(getattr(cfg.model.image_encoder, "image_size"))
+    return int(getattr(cfg.model.image_encoder, "image_size", 0))
+
+
+def uses_regions(cfg: ExperimentConfig) -> bool:
+    return cfg.model.image_encoder.kind == "region"
+
+
+def region_reader(cfg: ExperimentConfig, splits: list[str] | tuple[str, ...], progress=print):
+    """The region feature file of the experiment, extracted once (and cached) for scenes data."""
+    from vlp.data.region_data import extract_scene_regions
+    from vlp.data.regions import RegionFeatureReader
+
+    data = cfg.data
+    if data.regions:
+        path = Path(data.regions)
+    elif data.format == "scenes":
+        path = Path(data.path) / f"regions_{data.region_backbone}_s{data.region_stages}_{'_'.join(sorted(splits))}.safetensors"
+        if not path.is_file():
+            progress(f"[data] extracting region features ({data.region_backbone}, {data.region_stages} stages) into {path}")
+            extract_scene_regions(
+                data.path, path, list(splits), backbone=data.region_backbone, stages=data.region_stages,
+                weights_path=data.region_weights, seed=data.scenes.seed,
+            )
+    else:
+        raise ValueError("region models need data.regions: a vlp-regions-1 feature file (see vlp.data.regions)")
+    reader = RegionFeatureReader(path)
+    expected = getattr(cfg.model.image_encoder, "feature_dim", None)
+    if reader.feature_dim != expected:
+        raise ValueError(
+            f"{path} holds {reader.feature_dim}-d region features but model.image_encoder.feature_dim={expected}"
+        )
+    return reader
+
+
+def tags_of(cfg: ExperimentConfig, splits: list[str] | tuple[str, ...]) -> dict[int, str] | None:
+    if not cfg.data.object_tags:
+        return None
+    if cfg.data.format != "scenes":
+        raise ValueError("data.object_tags needs COCO-format object annotations (scenes ship them)")
+    from vlp.data.region_data import object_tags
+
+    tags: dict[int, str] = {}
+    for split in splits:
+        tags.update(object_tags(Path(cfg.data.path) / f"objects_{split}.json"))
+    return tags
 
 
 def build_training(cfg: ExperimentConfig, records: list[ImageRecord], tokenizer: TextTokenizer) -> tuple[ExperimentConfig, PretrainTask, CaptionPairDataset, PairCollator]:
@@ -73,10 +117,19 @@ def build_training(cfg: ExperimentConfig, records: list[ImageRecord], tokenizer:
     resolved = with_vocab_size(cfg, tokenizer.vocab_size)
     seed_everything(cfg.train.seed)
     task = build_task(resolved)
-    dataset = CaptionPairDataset(records, ImageTransform(image_size_of(resolved)))
     objectives = resolved.objectives
     masking = {"mlm_rate": objectives.mlm_rate, "whole_word": objectives.whole_word_mask, "seed": objectives.seed} if objectives.needs_mlm_masks else {}
-    collate = PairCollator(tokenizer, max_length=resolved.model.text_encoder.max_length, **masking)
+    max_length = resolved.model.text_encoder.max_length
+    if uses_regions(resolved):
+        from vlp.data.region_data import RegionCaptionPairDataset, RegionPairCollator
+
+        split = [cfg.data.train_split]
+        tags = tags_of(resolved, split)
+        dataset = RegionCaptionPairDataset(records, region_reader(resolved, split), tags=tags)
+        collate = RegionPairCollator(tokenizer, max_length, use_tags=tags is not None, **masking)
+    else:
+        dataset = CaptionPairDataset(records, ImageTransform(image_size_of(resolved)))
+        collate = PairCollator(tokenizer, max_length=max_length, **masking)
     return resolved, task, dataset, collate
 
 

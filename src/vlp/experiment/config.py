@@ -37,6 +37,13 @@ class DataConfig:
     vocab_size: int = 1000  # WordPiece vocabulary trained on the training captions
     tokenizer: str | None = None  # or an existing vocab.txt / tokenizer.json / saved tokenizer directory
     scenes: ScenesConfig = field(default_factory=ScenesConfig)
+    # Region-feature models (UNITER, OSCAR, LXMERT, VisualBERT, VLP): a `vlp-regions-1` file, or for
+    # scenes None = extract once from the shipped boxes with a (randomly initialised, seeded) ResNet.
+    regions: str | None = None
+    region_backbone: str = "resnet18"
+    region_stages: int = 3  # resnet18 at 3 stages: 256-d features
+    region_weights: str | None = None  # local torchvision ResNet state dict for the extractor
+    object_tags: bool = False  # OSCAR: detected object tags as a second text segment (scenes only)
 
 
 @dataclass

@@ -11,6 +11,7 @@ bidirectional + seq2seq MLM.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from vlp.experiment.config import DataConfig, EvalConfig, ExperimentConfig, ScenesConfig
 from vlp.models import FAMILIES, SIZES, model_preset
@@ -65,11 +66,14 @@ def _train(size: str) -> TrainConfig:
 
 def build_preset(family: str, size: str) -> ExperimentConfig:
     name = f"{family}_{size}"
+    data = _data(size)
+    if family == "oscar":
+        data = replace(data, object_tags=True)
     return ExperimentConfig(
         name=name,
         model=model_preset(name),
         objectives=published_objectives(family, size),
-        data=_data(size),
+        data=data,
         train=_train(size),
         eval=EvalConfig(batch_size=64, num_examples=2) if size == "tiny" else EvalConfig(),
     )

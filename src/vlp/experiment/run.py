@@ -18,7 +18,8 @@ import yaml
 
 from vlp.config import ConfigError, from_dict, to_dict
 from vlp.data.tokenizer import TextTokenizer
-from vlp.experiment.build import build_task, build_tokenizer, build_training, ensure_scenes, image_size_of, load_records
+from vlp.experiment.build import build_task, build_tokenizer, build_training, dataset_json, uses_regions, ensure_scenes, image_size_of, load_records
+from vlp.experiment.foils import foil_binding_accuracy, load_foils
 from vlp.experiment.config import ExperimentConfig, check_consistency
 from vlp.experiment.evaluate import Gallery, embed_gallery, evaluate_gallery
 from vlp.metrics import top_k_texts
@@ -112,14 +113,28 @@ def evaluate_run(
     results: dict[str, dict[str, float]] = {}
     galleries: dict[str, Gallery] = {}
     for split in splits:
-        gallery = embed_gallery(
-            model, by_split[split], tokenizer, image_size_of(cfg), cfg.model.text_encoder.max_length,
-            batch_size=cfg.eval.batch_size, device=target,
-        )
-        if gallery.skipped_images:
-            log(f"[eval] warning: {gallery.skipped_images} unreadable images of split {split} left out")
-        results[split] = evaluate_gallery(gallery, ks=cfg.eval.ks, chunk_size=cfg.eval.chunk_size)
-        galleries[split] = gallery
+        results[split] = {}
+        if cfg.model.contrastive:
+            gallery = embed_gallery(
+                model, by_split[split], tokenizer, image_size_of(cfg), cfg.model.text_encoder.max_length,
+                batch_size=cfg.eval.batch_size, device=target,
+            )
+            if gallery.skipped_images:
+                log(f"[eval] warning: {gallery.skipped_images} unreadable images of split {split} left out")
+            results[split].update(evaluate_gallery(gallery, ks=cfg.eval.ks, chunk_size=cfg.eval.chunk_size))
+            galleries[split] = gallery
+        else:
+            log(f"[eval] {cfg.name} has no dual-encoder embeddings: dual-encoder retrieval skipped")
+        foils = dataset_json(cfg.data).parent / f"foils_{split}.json"
+        if foils.is_file() and uses_regions(cfg):
+            log(f"[eval] foil binding for region-feature models is not wired yet; skipped for {split}")
+        elif foils.is_file():
+            results[split].update(
+                foil_binding_accuracy(
+                    model, tokenizer, by_split[split], load_foils(foils), image_size_of(cfg),
+                    cfg.model.text_encoder.max_length, batch_size=cfg.eval.batch_size, device=target,
+                )
+            )
     write_text_atomic(run_dir / "eval.json", json.dumps(results, indent=2))
     return results, galleries
 
@@ -153,8 +168,10 @@ def write_run_report(run_dir: Path, results: dict[str, dict[str, float]], galler
 
 
 def format_metrics_table(results: dict[str, dict[str, float]]) -> str:
-    columns = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "r_mean"]
-    lines = [f"{'split':<12}" + "".join(f"{c:>9}" for c in columns) + f"{'images':>8}"]
+    candidates = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "r_mean", "itc_binding", "itm_binding"]
+    columns = [c for c in candidates if any(c in values for values in results.values())]
+    header = {"itc_binding": "itc_bind", "itm_binding": "itm_bind"}
+    lines = [f"{'split':<12}" + "".join(f"{header.get(c, c):>9}" for c in columns) + f"{'images':>8}"]
     for split, values in results.items():
         lines.append(f"{split:<12}" + "".join(f"{values.get(c, float('nan')):>9.2f}" for c in columns) + f"{int(values.get('images', 0)):>8}")
     return "\n".join(lines)

@@ -51,7 +51,7 @@ class Dims:
 
 
 DIMS = {
-    "tiny": Dims(32, 8, 32, 2, 1, 1, 1, None, 32, 32, 64, "resnet18", 3),
+    "tiny": Dims(32, 8, 32, 2, 1, 1, 1, None, 32, 32, 256, "resnet18", 3),
     "small": Dims(64, 8, 128, 4, 4, 4, 2, None, 40, 128, 256, "resnet18", 3),
     "base": Dims(224, 16, 768, 12, 12, 12, 6, 30522, 512, 256, 2048, "resnet50", 4),
 }
@@ -201,7 +201,7 @@ def coca(d: Dims) -> ModelConfig:
         image_encoder=_vit(d),
         text_encoder=_embeddings_only(d, vocab_size=64000 if d.width == 768 else None, max_length=76 if d.width == 768 else d.max_length),
         fusion=CrossAttentionDecoderConfig(unimodal_depth=layers, multimodal_depth=layers, num_heads=d.heads),
-        heads=HeadsConfig(lm=True),
+        heads=HeadsConfig(lm=True, tie_word_embeddings=False),  # CoCa's output projection is its own matrix
         embed_dim=768 if d.width == 768 else d.embed_dim,
     )
 

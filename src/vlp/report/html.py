@@ -69,7 +69,7 @@ def loss_curve_svg(points: list[tuple[int, float]], width: int = 640, height: in
 def metrics_table(metrics: dict[str, dict[str, float]]) -> str:
     if not metrics:
         return "<p>(no metrics)</p>"
-    columns = sorted({k for values in metrics.values() for k in values}, key=_metric_order)
+    columns = sorted({k for values in metrics.values() for k in values if not _is_detail(k)}, key=_metric_order)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     rows = []
     for split, values in metrics.items():
@@ -78,8 +78,13 @@ def metrics_table(metrics: dict[str, dict[str, float]]) -> str:
     return f"<table><tr><th>split</th>{head}</tr>{''.join(rows)}</table>"
 
 
+def _is_detail(name: str) -> bool:
+    """Per-foil-kind breakdowns stay in eval.json; the table shows the headline numbers."""
+    return "_binding_" in name
+
+
 def _metric_order(name: str) -> tuple[int, str]:
-    order = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "r_mean"]
+    order = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "r_mean", "itc_binding", "itm_binding"]
     return (order.index(name), name) if name in order else (len(order), name)
 
 
