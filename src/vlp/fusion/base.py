@@ -240,3 +240,11 @@ def joint_mask(
             im = torch.ones(size, num_image, dtype=torch.bool, device=device)
         mask = mask & padding_mask(torch.cat([tm, im], dim=1))
     return with_self(mask)
+
+
+def check_stack(depth: int, width: int | None, num_heads: int, *, min_depth: int = 1, name: str = "depth") -> None:
+    """Validation every fusion config shares: enough layers, and heads that divide the width."""
+    if depth < min_depth:
+        raise ValueError(f"{name} must be at least {min_depth}")
+    if width is not None and width % num_heads != 0:
+        raise ValueError(f"width {width} is not divisible by num_heads {num_heads}")

@@ -27,6 +27,7 @@ from torch import nn
 
 from vlp.encoders.base import EncoderOutput
 from vlp.fusion.base import (
+    check_stack,
     AttentionMode,
     Fusion,
     FusionOutput,
@@ -64,8 +65,7 @@ class CrossAttentionDecoderConfig:
             raise ValueError("cls_token needs unimodal_depth > 0 (its output would be the bare embedding)")
         if self.default_mode == "bidirectional":
             raise ValueError("a cross-attention decoder has no bidirectional mode; use the cross_attention fusion")
-        if self.width is not None and self.width % self.num_heads != 0:
-            raise ValueError(f"width {self.width} is not divisible by num_heads {self.num_heads}")
+        check_stack(self.multimodal_depth, self.width, self.num_heads, name="multimodal_depth")
 
 
 class CrossAttentionDecoder(Fusion):

@@ -21,6 +21,7 @@ from torch import nn
 
 from vlp.encoders.base import EncoderOutput
 from vlp.fusion.base import (
+    check_stack,
     AttentionMode,
     Fusion,
     FusionOutput,
@@ -53,10 +54,7 @@ class SingleStreamConfig:
     default_mode: AttentionMode = "bidirectional"
 
     def __post_init__(self) -> None:
-        if self.depth < 1:
-            raise ValueError("depth must be at least 1")
-        if self.width is not None and self.width % self.num_heads != 0:
-            raise ValueError(f"width {self.width} is not divisible by num_heads {self.num_heads}")
+        check_stack(self.depth, self.width, self.num_heads)
 
 
 @dataclass

@@ -26,6 +26,7 @@ from torch import nn
 
 from vlp.encoders.base import Encoder, EncoderOutput
 from vlp.fusion.base import (
+    check_stack,
     AttentionMode,
     Fusion,
     FusionOutput,
@@ -64,14 +65,11 @@ class UnifiedConfig:
     default_mode: AttentionMode = "bidirectional"
 
     def __post_init__(self) -> None:
-        if self.depth < 1:
-            raise ValueError("depth must be at least 1")
+        check_stack(self.depth, self.width, self.num_heads)
         if self.vl_layers and not self.experts:
             raise ValueError("vl_layers needs experts=True (without experts every FFN is shared already)")
         if not 0 <= self.vl_layers <= self.depth:
             raise ValueError(f"vl_layers must be between 0 and depth ({self.depth}), got {self.vl_layers}")
-        if self.width is not None and self.width % self.num_heads != 0:
-            raise ValueError(f"width {self.width} is not divisible by num_heads {self.num_heads}")
 
 
 class UnifiedTransformer(Fusion):
