@@ -89,7 +89,7 @@ CASES: dict[str, Case] = {
         lambda r: CNNGridConfig(depth_name="resnet18", stages=2, image_size=32, width=32, position_embedding=True),
         lambda: (pixels(),), 16,
     ),
-    "region": Case(lambda r: RegionEncoderConfig(feature_dim=24, width=32, cls_token=True), lambda: (regions(),), 5),
+    "region": Case(lambda r: RegionEncoderConfig(feature_dim=24, width=32, cls_token=True, depth=1, num_heads=2), lambda: (regions(),), 5),
     "bert": Case(
         lambda r: TextTransformerConfig(vocab_size=50, max_length=16, width=32, depth=2, num_heads=2), text, 7, text=True
     ),

@@ -72,8 +72,8 @@ def _embeddings_only(d: Dims, **kw) -> TextTransformerConfig:
     return _text(d, depth=0, **kw)
 
 
-def _region(d: Dims) -> RegionEncoderConfig:
-    return RegionEncoderConfig(feature_dim=d.region_dim, width=d.width)
+def _region(d: Dims, depth: int = 0) -> RegionEncoderConfig:
+    return RegionEncoderConfig(feature_dim=d.region_dim, width=d.width, depth=depth, num_heads=d.heads)
 
 
 def clip(d: Dims) -> ModelConfig:
@@ -148,10 +148,11 @@ def visualbert(d: Dims) -> ModelConfig:
 
 
 def lxmert(d: Dims) -> ModelConfig:
-    """LXMERT (Tan & Bansal 2019): 9 language layers, region embedding, 5 co-attention layers."""
-    text_depth, fusion_depth = (9, 5) if d.width == 768 else (d.text_depth, d.fusion_depth)
+    """LXMERT (Tan & Bansal 2019): 9 language layers, 5 object-relationship layers over the region
+    embeddings, 5 co-attention (cross-modality) layers."""
+    text_depth, region_depth, fusion_depth = (9, 5, 5) if d.width == 768 else (d.text_depth, d.fusion_depth, d.fusion_depth)
     return ModelConfig(
-        image_encoder=_region(d),
+        image_encoder=_region(d, depth=region_depth),
         text_encoder=_text(d, depth=text_depth),
         fusion=CoAttentionConfig(depth=fusion_depth, num_heads=d.heads),
         heads=HeadsConfig(itm=True, mlm=True),

@@ -23,6 +23,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from vlp.layers import Transformer, TransformerBlock, padding_mask
 from vlp.encoders.base import Encoder, EncoderOutput, masked_mean
 
 __all__ = ["RegionEncoder", "RegionEncoderConfig", "RegionInputs", "box_geometry"]
@@ -92,10 +93,16 @@ class RegionEncoderConfig:
     pool: Literal["mean", "cls"] = "mean"
     eps: float = 1e-12  # BERT's LayerNorm eps, as the UNITER embedding it feeds
     dropout: float = 0.0
+    # Self-attention layers over the regions before fusion: LXMERT's object-relationship encoder
+    # (5 layers in LXMERT). 0 = embedding only (UNITER, OSCAR, VisualBERT: the fusion does the rest).
+    depth: int = 0
+    num_heads: int = 12
 
     def __post_init__(self) -> None:
         if self.pool == "cls" and not self.cls_token:
             raise ValueError("pool='cls' needs cls_token=True")
+        if self.depth < 0 or (self.depth and self.width % self.num_heads != 0):
+            raise ValueError(f"depth must be >= 0 and width {self.width} divisible by num_heads {self.num_heads}")
 
 
 class RegionEncoder(Encoder):
@@ -112,6 +119,10 @@ class RegionEncoder(Encoder):
         self.norm = nn.LayerNorm(cfg.width, eps=cfg.eps)
         self.drop = nn.Dropout(cfg.dropout)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width)) if cfg.cls_token else None
+        # BERT-style post-norm layers, as LXMERT's object-relationship encoder
+        self.blocks = Transformer(
+            [TransformerBlock(cfg.width, cfg.num_heads, norm_first=False, eps=cfg.eps, dropout=cfg.dropout) for _ in range(cfg.depth)]
+        )
         for linear in (self.img_linear, self.pos_linear):
             nn.init.trunc_normal_(linear.weight, std=0.02)
             nn.init.zeros_(linear.bias)
@@ -139,6 +150,8 @@ class RegionEncoder(Encoder):
             x = torch.cat([img.expand(x.shape[0], -1, -1), x], dim=1)
             mask = torch.cat([mask.new_ones(mask.shape[0], 1), mask], dim=1)
         x = self.drop(self.norm(x))
+        if self.cfg.depth:
+            x = self.blocks(x, attn_mask=padding_mask(mask))
         pooled = x[:, 0] if self.cfg.pool == "cls" else masked_mean(x[:, self.num_prefix_tokens :], mask[:, self.num_prefix_tokens :])
         return EncoderOutput(tokens=x, pooled=pooled, mask=mask)
 
