@@ -28,6 +28,7 @@ from vlp.fusion import (
     UnifiedSeq2SeqConfig,
     build_fusion,
 )
+from vlp.fusion.blip import BLIPTextConfig
 
 B, L, N = 2, 6, 5
 IMAGE_WIDTH, TEXT_WIDTH = 24, 16
@@ -41,6 +42,7 @@ VARIANTS: list[tuple[str, Callable[[], Any]]] = [
     ("unified_seq2seq", lambda: UnifiedSeq2SeqConfig(depth=2, num_heads=2, dropout=0.1)),
     ("self_attention_decoder", lambda: SelfAttentionDecoderConfig(width=32, depth=2, num_heads=2, dropout=0.1)),
     ("cross_attention", lambda: CrossAttentionFusionConfig(width=32, depth=2, num_heads=2, pooler=True, dropout=0.1)),
+    ("blip_text", lambda: BLIPTextConfig(width=32, depth=2, num_heads=2, dropout=0.1)),
     ("cross_attention-prenorm", lambda: CrossAttentionFusionConfig(depth=1, num_heads=2, norm_first=True, pool="last")),
     (
         "cross_attention_decoder",
@@ -94,6 +96,10 @@ def all_outputs(fusion: Fusion, image: EncoderOutput, text: EncoderOutput, mode:
     tensors = [t for t in (out.text_tokens, out.image_tokens, out.pooled) if t is not None]
     if hasattr(fusion, "encode_image"):
         tensors += [fusion.encode_image(image).tokens, fusion.encode_text(text).tokens]
+    elif hasattr(fusion, "encode_text"):  # BLIP: the unimodal text encoder lives in the fusion stack
+        tensors.append(fusion.encode_text(text).tokens)
+    if fusion.kind == "blip_text":  # encoder and decoder self-attentions: each mode trains one of them
+        tensors += [fusion(image, text, other).text_tokens for other in fusion.modes if other != mode]
     if hasattr(fusion, "encode_text_unimodal"):
         tensors.append(fusion.encode_text_unimodal(text, mode, prefix).pooled)
     return tensors

@@ -10,6 +10,7 @@
 | cross_attention_decoder   | CoCa, BLIP captioner             | cross-attention              | causal, seq2seq        |
 | co_attention              | LXMERT, ViLBERT, METER           | cross-attention, both ways   | bidirectional          |
 | unified                   | UFO, VLMo (experts)              | joint self-attention, shared | all                    |
+| blip_text                 | BLIP (shared enc./ITM enc./dec.) | cross-attention              | bidirectional, causal  |
 
 ``build_fusion(cfg, image_width, text_width)`` builds one (``None`` for ``none``); every class can
 also be constructed by hand with the same three arguments.
@@ -20,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vlp.fusion.base import ATTENTION_MODES, AttentionMode, Fusion, FusionOutput
+from vlp.fusion.blip import BLIPTextConfig, BLIPTextTransformer
 from vlp.fusion.co_attention import CoAttentionConfig, CoAttentionFusion
 from vlp.fusion.cross_attention import CrossAttentionFusion, CrossAttentionFusionConfig
 from vlp.fusion.decoder import CrossAttentionDecoder, CrossAttentionDecoderConfig
@@ -55,6 +57,7 @@ FUSIONS.register("cross_attention", config=CrossAttentionFusionConfig)(CrossAtte
 FUSIONS.register("cross_attention_decoder", config=CrossAttentionDecoderConfig)(CrossAttentionDecoder)
 FUSIONS.register("co_attention", config=CoAttentionConfig)(CoAttentionFusion)
 FUSIONS.register("unified", config=UnifiedConfig)(UnifiedTransformer)
+FUSIONS.register("blip_text", config=BLIPTextConfig)(BLIPTextTransformer)
 
 FusionConfig = (
     NoFusionConfig
@@ -65,6 +68,7 @@ FusionConfig = (
     | CrossAttentionDecoderConfig
     | CoAttentionConfig
     | UnifiedConfig
+    | BLIPTextConfig
 )
 
 
@@ -75,6 +79,8 @@ def build_fusion(cfg: FusionConfig, image_width: int, text_width: int) -> Fusion
 
 __all__ = [
     "ATTENTION_MODES",
+    "BLIPTextConfig",
+    "BLIPTextTransformer",
     "FUSIONS",
     "AttentionMode",
     "CoAttentionConfig",

@@ -31,6 +31,7 @@ from vlp.encoders import (
     build_text_encoder,
 )
 from vlp.fusion import (
+    BLIPTextTransformer,
     CrossAttentionDecoder,
     Fusion,
     FusionConfig,
@@ -127,18 +128,21 @@ class ImageTextModel(nn.Module):
         self._raw_text: list[Encoder] = [text_encoder]
         self._raw_image: list[Encoder] = [image_encoder]
         self.unified = isinstance(fusion, UnifiedTransformer)
-        if self.unified:
-            assert isinstance(fusion, UnifiedTransformer)
+        # Text encoded by the fusion stack itself: unified models, and BLIP (whose ITC text encoder,
+        # ITM encoder and decoder are one shared stack).
+        self.shared_text = self.unified or isinstance(fusion, BLIPTextTransformer)
+        if self.shared_text:
             if not isinstance(text_encoder, TextTransformer):
-                raise ValueError("a unified transformer needs the 'bert' text encoder as its token embedder")
-            image_encoder = UnifiedImageEncoder(fusion, image_encoder)
-            text_encoder = UnifiedTextEncoder(fusion, text_encoder.embeddings)
+                raise ValueError(f"the {fusion.kind!r} fusion needs the 'bert' text encoder as its token embedder")  # type: ignore[union-attr]
+            text_encoder = UnifiedTextEncoder(fusion, text_encoder.embeddings)  # type: ignore[arg-type]
+        if self.unified:
+            image_encoder = UnifiedImageEncoder(fusion, image_encoder)  # type: ignore[arg-type]
         self.image_encoder = image_encoder
         self.text_encoder = text_encoder
         # CoCa: the decoder's unimodal (text-only) layers give the text embedding for ITC.
         self.unimodal_text_decoder = isinstance(fusion, CrossAttentionDecoder) and fusion.cfg.unimodal_depth > 0
         image_width = fusion.width if self.unified else image_encoder.width
-        text_width = fusion.width if (self.unified or self.unimodal_text_decoder) else text_encoder.width
+        text_width = fusion.width if (self.shared_text or self.unimodal_text_decoder) else text_encoder.width
         if cfg.contrastive:
             self.image_proj = nn.Linear(image_width, cfg.embed_dim, bias=False)
             self.text_proj = nn.Linear(text_width, cfg.embed_dim, bias=False)
@@ -174,7 +178,7 @@ class ImageTextModel(nn.Module):
         image_prefix = "image_encoder.embed." if self.unified else "image_encoder."
         names |= {image_prefix + n for n in self._raw_image[0].no_weight_decay()}
         text_raw = self._raw_text[0]
-        if self.unified:
+        if self.shared_text:
             names |= {"text_encoder.embed." + n.removeprefix("embeddings.") for n in text_raw.no_weight_decay() if n.startswith("embeddings.")}
         else:
             names |= {"text_encoder." + n for n in text_raw.no_weight_decay()}
@@ -236,6 +240,10 @@ class ImageTextModel(nn.Module):
             text_uni = self.fusion.encode_text(text_in) if unimodal else text_in  # type: ignore[union-attr]
             return PairFeatures(image_uni, text_uni, image_in, text_in)
         image_out = self.image_features(image)
+        if self.shared_text:  # BLIP: unimodal pass through the shared stack, fusion reads embeddings
+            text_in = self.text_embeddings(input_ids, attention_mask)
+            text_uni = self.fusion.encode_text(text_in) if unimodal else text_in  # type: ignore[union-attr]
+            return PairFeatures(image_out, text_uni, image_out, text_in)
         if self.unimodal_text_decoder:  # CoCa: the decoder re-runs its unimodal layers from embeddings
             text_in = self.text_encoder(input_ids, attention_mask)
             text_uni = self.fusion.encode_text_unimodal(text_in) if unimodal else text_in  # type: ignore[union-attr]
@@ -246,7 +254,7 @@ class ImageTextModel(nn.Module):
     def text_for_fusion(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> EncoderOutput:
         """What the fusion consumes for (e.g. masked) text: embeddings for unified models and CoCa,
         the text encoder's output otherwise (ALBEF's text layers, or ViLT/UNITER's bare embedder)."""
-        if self.unified:
+        if self.shared_text:
             return self.text_embeddings(input_ids, attention_mask)
         return self.text_encoder(input_ids, attention_mask)
 

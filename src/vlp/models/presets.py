@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from vlp.encoders import CNNGridConfig, PatchEncoderConfig, RegionEncoderConfig, TextTransformerConfig, ViTConfig
 from vlp.fusion import (
+    BLIPTextConfig,
     CoAttentionConfig,
     CrossAttentionDecoderConfig,
     CrossAttentionFusionConfig,
@@ -98,13 +99,12 @@ def albef(d: Dims) -> ModelConfig:
 
 
 def blip(d: Dims) -> ModelConfig:
-    """BLIP (Li et al. 2022): ITC text encoder, image-grounded encoder for ITM, image-grounded decoder
-    for LM. The decoder shares the word embeddings (and the tied LM head) with the encoder."""
+    """BLIP (Li et al. 2022): ViT + one BERT stack serving as ITC text encoder, image-grounded ITM
+    encoder and (with its own causal self-attention, everything else shared) the LM decoder."""
     return ModelConfig(
         image_encoder=_vit(d),
-        text_encoder=_text(d),
-        fusion=CrossAttentionFusionConfig(depth=d.fusion_depth, num_heads=d.heads),
-        decoder=CrossAttentionDecoderConfig(unimodal_depth=0, multimodal_depth=d.text_depth, num_heads=d.heads, norm_first=False, eps=1e-12, cls_token=False),
+        text_encoder=_embeddings_only(d),
+        fusion=BLIPTextConfig(depth=d.text_depth, num_heads=d.heads),
         heads=HeadsConfig(itm=True, lm=True),
         embed_dim=d.embed_dim,
     )
