@@ -46,3 +46,11 @@ def test_unknown_preset_suggests(capsys: pytest.CaptureFixture[str]) -> None:
 def test_console_script_is_installed() -> None:
     out = subprocess.run([sys.executable, "-m", "vlp.cli", "models"], capture_output=True, text=True, check=True).stdout
     assert "clip_small" in out and "clip_tiny" in out
+
+
+def test_every_config_file_resolves(capsys: pytest.CaptureFixture[str]) -> None:
+    """configs/*.yaml stay valid as the config classes change."""
+    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    assert configs
+    for path in configs:
+        assert run_cli("config", "--config", str(path)) == 0, capsys.readouterr().err
