@@ -54,3 +54,14 @@ def test_every_config_file_resolves(capsys: pytest.CaptureFixture[str]) -> None:
     assert configs
     for path in configs:
         assert run_cli("config", "--config", str(path)) == 0, capsys.readouterr().err
+
+
+def test_region_model_train_and_foil_binding_eval(tiny_scenes: Path, tmp_path: Path) -> None:
+    """A region-feature family end to end: features extracted from the scenes boxes, ITM foil scores."""
+    run = tmp_path / "uniter"
+    assert run_cli("train", "--preset", "uniter_tiny", "--set", f"data.path={tiny_scenes}", "--set", "train.max_steps=4",
+                   "--set", "train.tensorboard=false", "--run-dir", str(run)) == 0
+    assert run_cli("eval", "--run-dir", str(run), "--split", "test") == 0
+    results = json.loads((run / "eval.json").read_text())["test"]
+    assert results["foils"] == 160 and 0.0 <= results["itm_binding"] <= 100.0
+    assert "i2t_r1" not in results  # no dual-encoder embeddings: retrieval needs ITM re-ranking

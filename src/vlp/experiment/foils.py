@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -37,31 +39,43 @@ def _repeat(out: EncoderOutput, counts: torch.Tensor) -> EncoderOutput:
     )
 
 
+def pixel_loader(records: list[ImageRecord], image_size: int, batch_size: int = 64) -> Iterable[tuple[Any, torch.Tensor, int]]:
+    """(pixels, image_ids, skipped) batches of the given images."""
+    dataset = ImageDataset(records, ImageTransform(image_size))
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=ImageCollator())
+
+
+def foils_by_image(foils: list[dict]) -> dict[int, list[dict]]:
+    by_image: dict[int, list[dict]] = defaultdict(list)
+    for item in foils:
+        by_image[int(item["image_id"])].append(item)
+    return by_image
+
+
 @torch.no_grad()
 def foil_binding_accuracy(
     model: ImageTextModel,
     tokenizer: TextTokenizer,
-    records: list[ImageRecord],
+    images: Iterable[tuple[Any, torch.Tensor, int]],
     foils: list[dict],
-    image_size: int,
     max_length: int,
-    batch_size: int = 64,
     device: torch.device | str = "cpu",
 ) -> dict[str, float]:
-    """Accuracy (%) of caption-over-foil for each available scorer, overall and per foil kind."""
+    """Accuracy (%) of caption-over-foil for each available scorer, overall and per foil kind.
+
+    ``images`` yields ``(image_input, image_ids, skipped)`` batches -- pixels (`pixel_loader`) or
+    region features -- for the images the foils belong to.
+    """
     model.eval()
-    by_image: dict[int, list[dict]] = defaultdict(list)
-    for item in foils:
-        by_image[int(item["image_id"])].append(item)
-    wanted = [r for r in records if r.image_id in by_image]
-    loader = torch.utils.data.DataLoader(ImageDataset(wanted, ImageTransform(image_size)), batch_size=batch_size, collate_fn=ImageCollator())
+    by_image = foils_by_image(foils)
+    loader = images
     scorers = (["itc"] if model.cfg.contrastive else []) + (["itm"] if model.itm_head is not None else [])
     wins: dict[str, list[bool]] = {s: [] for s in scorers}
     kinds: list[str] = []
     for pixels, image_ids, _ in loader:
-        if len(image_ids) == 0:
+        items = [by_image.get(int(i), []) for i in image_ids]
+        if not any(items):
             continue
-        items = [by_image[int(i)] for i in image_ids]
         counts = torch.tensor([len(x) for x in items])
         captions = [x["caption"] for group in items for x in group]
         foiled = [x["foil"] for group in items for x in group]
@@ -73,7 +87,7 @@ def foil_binding_accuracy(
         pad = lambda t: torch.nn.functional.pad(t, (0, length - t.shape[1]))  # noqa: E731
         ids = torch.cat([pad(ids_c), pad(ids_f)]).to(device)
         mask = torch.cat([pad(mask_c), pad(mask_f)]).to(device)
-        feats = model.pair_features(pixels.to(device), ids, mask, unimodal=model.cfg.contrastive)
+        feats = model.pair_features(pixels.to(device), ids, mask, unimodal=model.cfg.contrastive)  # pixels or regions
         n = len(captions)
         if "itc" in wins:
             img = model.project_image(feats.image).repeat_interleave(counts.to(device), dim=0)

@@ -18,8 +18,8 @@ import yaml
 
 from vlp.config import ConfigError, from_dict, to_dict
 from vlp.data.tokenizer import TextTokenizer
-from vlp.experiment.build import build_task, build_tokenizer, build_training, dataset_json, uses_regions, ensure_scenes, image_size_of, load_records
-from vlp.experiment.foils import foil_binding_accuracy, load_foils
+from vlp.experiment.build import build_task, build_tokenizer, build_training, dataset_json, region_reader, uses_regions, ensure_scenes, image_size_of, load_records
+from vlp.experiment.foils import foil_binding_accuracy, foils_by_image, load_foils, pixel_loader
 from vlp.experiment.config import ExperimentConfig, check_consistency
 from vlp.experiment.evaluate import Gallery, embed_gallery, evaluate_gallery
 from vlp.metrics import top_k_texts
@@ -125,15 +125,20 @@ def evaluate_run(
             galleries[split] = gallery
         else:
             log(f"[eval] {cfg.name} has no dual-encoder embeddings: dual-encoder retrieval skipped")
-        foils = dataset_json(cfg.data).parent / f"foils_{split}.json"
-        if foils.is_file() and uses_regions(cfg):
-            log(f"[eval] foil binding for region-feature models is not wired yet; skipped for {split}")
-        elif foils.is_file():
+        foils_path = dataset_json(cfg.data).parent / f"foils_{split}.json"
+        if foils_path.is_file():
+            foils = load_foils(foils_path)
+            foiled_ids = foils_by_image(foils).keys()
+            wanted = [r for r in by_split[split] if r.image_id in foiled_ids]
+            if uses_regions(cfg):
+                from vlp.data.region_data import RegionImageCollator, RegionImageDataset
+
+                dataset = RegionImageDataset(wanted, region_reader(cfg, [split], progress=log))
+                images = torch.utils.data.DataLoader(dataset, batch_size=cfg.eval.batch_size, collate_fn=RegionImageCollator())
+            else:
+                images = pixel_loader(wanted, image_size_of(cfg), cfg.eval.batch_size)
             results[split].update(
-                foil_binding_accuracy(
-                    model, tokenizer, by_split[split], load_foils(foils), image_size_of(cfg),
-                    cfg.model.text_encoder.max_length, batch_size=cfg.eval.batch_size, device=target,
-                )
+                foil_binding_accuracy(model, tokenizer, images, foils, cfg.model.text_encoder.max_length, device=target)
             )
     write_text_atomic(run_dir / "eval.json", json.dumps(results, indent=2))
     return results, galleries
