@@ -21,6 +21,14 @@ class EncoderOutput:
     pooled: torch.Tensor | None = None
     mask: torch.Tensor | None = None
 
+    def select(self, index: torch.Tensor) -> EncoderOutput:
+        """Rows ``index`` of every field (pairing images with texts for ITM, repeating an image per foil)."""
+        return EncoderOutput(
+            tokens=self.tokens[index],
+            pooled=None if self.pooled is None else self.pooled[index],
+            mask=None if self.mask is None else self.mask[index],
+        )
+
 
 class Encoder(nn.Module):
     """Shared encoder conveniences: width, tower locking (LiT), gradient checkpointing.

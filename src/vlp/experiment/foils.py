@@ -20,7 +20,6 @@ from vlp.data.datasets import ImageCollator, ImageDataset
 from vlp.data.images import ImageTransform
 from vlp.data.records import ImageRecord
 from vlp.data.tokenizer import TextTokenizer
-from vlp.encoders import EncoderOutput
 from vlp.models import ImageTextModel
 
 
@@ -29,14 +28,6 @@ def load_foils(path: Path) -> list[dict]:
     if not isinstance(items, list) or not all({"image_id", "caption", "foil"} <= set(x) for x in items):
         raise ValueError(f"{path}: expected a list of {{image_id, caption, foil, kind}} objects")
     return items
-
-
-def _repeat(out: EncoderOutput, counts: torch.Tensor) -> EncoderOutput:
-    return EncoderOutput(
-        tokens=out.tokens.repeat_interleave(counts, dim=0),
-        pooled=None if out.pooled is None else out.pooled.repeat_interleave(counts, dim=0),
-        mask=None if out.mask is None else out.mask.repeat_interleave(counts, dim=0),
-    )
 
 
 def pixel_loader(records: list[ImageRecord], image_size: int, batch_size: int = 64) -> Iterable[tuple[Any, torch.Tensor, int]]:
@@ -68,11 +59,10 @@ def foil_binding_accuracy(
     """
     model.eval()
     by_image = foils_by_image(foils)
-    loader = images
     scorers = (["itc"] if model.cfg.contrastive else []) + (["itm"] if model.itm_head is not None else [])
     wins: dict[str, list[bool]] = {s: [] for s in scorers}
     kinds: list[str] = []
-    for pixels, image_ids, _ in loader:
+    for pixels, image_ids, _ in images:
         items = [by_image.get(int(i), []) for i in image_ids]
         if not any(items):
             continue
@@ -95,12 +85,9 @@ def foil_binding_accuracy(
             score = (img * txt[:n]).sum(-1), (img * txt[n:]).sum(-1)
             wins["itc"].extend((score[0] > score[1]).tolist())
         if "itm" in wins:
-            image_in = _repeat(feats.image_for_fusion, counts.to(device))
-            image_in = EncoderOutput(
-                tokens=torch.cat([image_in.tokens, image_in.tokens]),
-                pooled=None if image_in.pooled is None else torch.cat([image_in.pooled, image_in.pooled]),
-                mask=None if image_in.mask is None else torch.cat([image_in.mask, image_in.mask]),
-            )
+            # each image once per foil pair, for the captions and then again for the foils
+            rows = torch.arange(len(items), device=device).repeat_interleave(counts.to(device))
+            image_in = feats.image_for_fusion.select(torch.cat([rows, rows]))
             probs = model.itm_logits(model.fuse(image_in, feats.text_for_fusion, mode="bidirectional")).softmax(-1)[:, 1]
             wins["itm"].extend((probs[:n] > probs[n:]).tolist())
     result: dict[str, float] = {"foils": float(len(kinds))}

@@ -1,6 +1,6 @@
 """Tasks: a model plus objectives, defining the batch contract and the loss mix."""
 
 from vlp.tasks.base import LossOutput, Task
-from vlp.tasks.pretrain import OBJECTIVES, ContrastivePretrainTask, ObjectivesConfig, PretrainTask
+from vlp.tasks.pretrain import OBJECTIVES, ObjectivesConfig, PretrainTask
 
-__all__ = ["OBJECTIVES", "ContrastivePretrainTask", "LossOutput", "ObjectivesConfig", "PretrainTask", "Task"]
+__all__ = ["OBJECTIVES", "LossOutput", "ObjectivesConfig", "PretrainTask", "Task"]

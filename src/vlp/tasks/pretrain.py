@@ -14,7 +14,7 @@ resumed run draws exactly what the uninterrupted one drew.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -86,15 +86,6 @@ class ObjectivesConfig:
         return self.mlm > 0 or self.seq2seq_mlm > 0
 
 
-def select(out: EncoderOutput, index: torch.Tensor) -> EncoderOutput:
-    """Rows `index` of an encoder output (to pair images and texts for ITM)."""
-    return EncoderOutput(
-        tokens=out.tokens[index],
-        pooled=None if out.pooled is None else out.pooled[index],
-        mask=None if out.mask is None else out.mask[index],
-    )
-
-
 def check_model_supports(model: ImageTextModel, cfg: ObjectivesConfig) -> None:
     """Fail at construction, naming the missing part, instead of deep inside the first step."""
     needs = {
@@ -143,7 +134,7 @@ class PretrainTask(Task):
             total = sum(active.values())
             chosen = pick_objective(names, [active[n] / total for n in names], generator)
             active = {chosen: 1.0}
-        image = batch.image_input if hasattr(batch, "image_input") else batch.pixels
+        image = batch.image_input
         ids, mask, image_ids = batch.input_ids, batch.attention_mask, batch.image_ids
         need_unimodal = "itc" in active or ("itm" in active and model.cfg.contrastive)
         feats = model.pair_features(image, ids, mask, unimodal=need_unimodal)
@@ -202,7 +193,7 @@ class PretrainTask(Task):
             sim = torch.zeros(batch, batch, device=image_ids.device)
         negatives = sample_hard_negatives(sim, sim.t(), image_ids, generator)
         image_index, text_index, labels = build_itm_pairs(*negatives)
-        fused = model.fuse(select(image_in, image_index), select(text_in, text_index), mode="bidirectional")
+        fused = model.fuse(image_in.select(image_index), text_in.select(text_index), mode="bidirectional")
         return itm_loss(model.itm_logits(fused), labels)
 
     def _mlm(self, image_in: EncoderOutput, image, batch: Batch, mode: str, alpha: float) -> torch.Tensor:
@@ -243,16 +234,4 @@ class PretrainTask(Task):
         self._pending.clear()
 
 
-def objective_names() -> list[str]:
-    return [f.name for f in fields(ObjectivesConfig) if f.name in OBJECTIVES]
-
-
-__all__ = ["OBJECTIVES", "ObjectivesConfig", "PretrainTask", "objective_names", "select"]
-
-
-class ContrastivePretrainTask(PretrainTask):
-    """CLIP: in-batch ITC only (kept as a named shortcut)."""
-
-    def __init__(self, model: ImageTextModel, itc_weight: float = 1.0) -> None:
-        super().__init__(model, ObjectivesConfig(itc=itc_weight))
-
+__all__ = ["OBJECTIVES", "ObjectivesConfig", "PretrainTask"]

@@ -6,7 +6,6 @@ The task (model + objectives) stays free of all of that; the trainer only calls
 
 from __future__ import annotations
 
-import math
 import random
 import signal
 import time
@@ -208,8 +207,6 @@ class Trainer:
         logger.close()
         if skipped:
             print(f"[train] warning: {skipped} samples were skipped (unreadable images); see warnings above", flush=True)
-        if not math.isfinite(last_loss) and resumed_from is not None:
-            last_loss = float("nan")  # resumed at max_steps: no step ran
         return TrainResult(
             step=state.step,
             loss=last_loss,
