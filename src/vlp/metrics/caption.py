@@ -62,7 +62,7 @@ def _bleu(table: ReferenceTable, image_index: np.ndarray, lengths: np.ndarray, m
         correct[:, k] = np.bincount(m.candidate[hit], weights=clipped, minlength=count)
     guess = np.maximum(0, lengths[:, None] - np.arange(n)[None, :]).astype(np.float64)
     ref_len = table.ref_lengths[image_index]  # [C, R], -1 where an image has fewer references
-    distance = np.where(ref_len >= 0, np.abs(ref_len - lengths[:, None]), np.iinfo(np.int64).max // 4)
+    distance = np.where(ref_len >= 0, np.abs(ref_len - lengths[:, None]), 1 << 40)  # x 2**20 below still fits int64
     closest = np.argmin(distance * (1 << 20) + ref_len, axis=1)  # ties: the shorter reference
     reflen = ref_len[np.arange(count), closest]
     per_image = np.cumprod((correct + _TINY) / (guess + _SMALL), axis=1) ** (1.0 / np.arange(1, n + 1))

@@ -19,6 +19,14 @@ import numpy as np
 from vlp.metrics.caption_ngrams import _densify
 
 _MAX_BITS = 64
+_BYTE_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
+
+
+def _popcount(x: np.ndarray) -> np.ndarray:
+    """Set bits per uint64 (`np.bitwise_count` exists from numpy 2.0; the project allows 1.24)."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x).astype(np.int64)
+    return _BYTE_POPCOUNT[x.view(np.uint8).reshape(-1, 8)].sum(axis=1)
 
 
 def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
@@ -58,7 +66,7 @@ def _lcs_bit_parallel(cand: np.ndarray, cand_len: np.ndarray, ref_ids: np.ndarra
         v = (v + u) | (v & ~m)
     length = ref_len[pair_ref].astype(np.uint64)
     low = np.where(length >= _MAX_BITS, np.iinfo(np.uint64).max, (np.uint64(1) << length) - np.uint64(1))
-    return (length.astype(np.int64) - np.bitwise_count(v & low).astype(np.int64)).astype(np.int64)
+    return (length.astype(np.int64) - _popcount(v & low)).astype(np.int64)
 
 
 def rouge_l_scores(candidates: Sequence[str], references: Sequence[Sequence[str]], beta: float = 1.2) -> np.ndarray:

@@ -13,11 +13,13 @@ outside the Basic Multilingual Plane (emoji), which Java reports as "untokenizab
 It is checked token for token against the Java tokenizer on the 505 real COCO captions of
 /work/shared/data/coco-sample and on tricky generated ones (tests/parity/test_pycocoevalcap.py).
 Known differences (rare in captions; the test keeps them as an xfail list with the exact strings):
-  - "y'all" -> Java "y' all" (a special rule for th'/y' before a word); here "y'all".
-  - abbreviations: Java 3.4.1 keeps the period of a long, case-dependent list (mass. pa. calif. ...,
-    "fig." only before a number); here only the common ones listed in `_ABBREVIATIONS`, so e.g.
-    "He is from Mass." gives "mass" here and "mass." in Java.
-  - "2.5x" -> Java "2.5 x" (a decimal number followed by letters); here "2.5x".
+  - "y'all ain't" -> Java "y' all ai n't" (a rule for th'/y' before a word); here "y'all ai n't".
+  - "3x4 10x 2.5x" -> Java "3x4 10x 2.5 x" (a decimal number followed by letters); here "2.5x".
+  - abbreviations: Java 3.4.1 keeps the period of a long, partly case-sensitive list; `_ABBREVIATIONS`
+    holds the common ones (checked: mr. mrs. dr. st. etc. vs. no./fig. before a number, mass. pa. calif.),
+    so a rarer one at a sentence end (e.g. "Ill.") may lose its period here and keep it in Java.
+  - Java splits input lines at some unicode line separators (U+2028, U+0085), which misaligns
+    pycocoevalcap's captions; here every caption stays one caption.
 """
 
 from __future__ import annotations
