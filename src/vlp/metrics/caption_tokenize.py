@@ -18,7 +18,7 @@ Known differences (rare in captions; the test keeps them as an xfail list with t
   - abbreviations: Java 3.4.1 keeps the period of a long, partly case-sensitive list; `_ABBREVIATIONS`
     holds the common ones (checked: mr. mrs. dr. st. etc. vs. no./fig. before a number, mass. pa. calif.),
     so a rarer one at a sentence end (e.g. "Ill.") may lose its period here and keep it in Java.
-  - Java splits input lines at some unicode line separators (U+2028, U+0085), which misaligns
+  - Java splits input lines at unicode line separators (U+2028 checked), which misaligns
     pycocoevalcap's captions; here every caption stays one caption.
 """
 
@@ -80,12 +80,15 @@ def _split_word(word: str) -> list[str]:
 
 def ptb_tokens(caption: str) -> list[str]:
     """PTB tokens of one caption, lower-cased, before pycocoevalcap's punctuation removal."""
-    text = _OUTSIDE_BMP.sub("", caption.replace("&amp;", "&").translate(_NORMALISE))
+    text = _OUTSIDE_BMP.sub("", caption.replace("&amp;", "&").translate(_NORMALISE)).lower()  # no rule here is case-sensitive
     tokens: list[str] = []
     for m in _TOKEN.finditer(text):
-        kind, tok = m.lastgroup, m.group().lower()
+        kind, tok = m.lastgroup, m.group()
         if kind == "word" or kind == "apostrophe_word":
-            tokens.extend(_split_word(tok))
+            if "'" in tok or tok in _ASSIMILATIONS:
+                tokens.extend(_split_word(tok))
+            else:
+                tokens.append(tok)
         elif kind == "ellipsis":
             tokens.append("...")
         elif kind == "quotes":
