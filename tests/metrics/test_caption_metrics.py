@@ -113,6 +113,10 @@ def test_bad_input_errors_name_the_problem() -> None:
         evaluate_captions({1: "a dog"}, {1: "a dog"})
     with pytest.raises(TypeError, match="captions must be strings"):
         bleu({1: "a dog"}, {1: ["a dog", 5]})
+    with pytest.raises(ValueError, match="no predictions"):
+        evaluate_captions({}, refs)
+    with pytest.raises(ValueError, match="at least one image"):
+        CiderD({})
     with pytest.raises(ValueError, match="unknown caption metric"):
         evaluate_captions({1: "a dog"}, refs, metrics=("bleu", "cidr"))
 

@@ -35,6 +35,8 @@ def _aligned(predictions: Mapping[Hashable, str], references: Mapping[Hashable, 
     References of images without a prediction are ignored, as COCOEvalCap evaluates the predicted ids.
     """
     ids = list(predictions)
+    if not ids:
+        raise ValueError("no predictions to evaluate")
     missing = [i for i in ids if i not in references]
     if missing:
         raise ValueError(f"{len(missing)} predicted image id(s) have no references, e.g. {missing[:5]}")
@@ -90,6 +92,8 @@ class CiderD:
 
     def __init__(self, references: Mapping[Hashable, Sequence[str]], n: int = 4, sigma: float = 6.0, *, table: ReferenceTable | None = None) -> None:
         self.image_ids = list(references)
+        if not self.image_ids:
+            raise ValueError("CiderD needs references for at least one image")
         self.index = {image_id: i for i, image_id in enumerate(self.image_ids)}
         self.sigma = sigma
         self.table = table if table is not None else ReferenceTable([list(references[i]) for i in self.image_ids], n)

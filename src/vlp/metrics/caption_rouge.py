@@ -43,30 +43,44 @@ def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
     return row[len(b)]
 
 
-def _lcs_bit_parallel(cand: np.ndarray, cand_len: np.ndarray, ref_ids: np.ndarray, ref_len: np.ndarray,
-                      pair_cand: np.ndarray, pair_ref: np.ndarray, ref_words: np.ndarray, vocab: int) -> np.ndarray:
-    """LCS lengths of pairs (candidate row of `cand` [C, Tc], reference sentence) with refs <= 64 words.
+def _lcs_bit_parallel(cand_ids: np.ndarray, cand_len: np.ndarray, ref_ids: np.ndarray, ref_len: np.ndarray,
+                      pair_cand: np.ndarray, pair_ref: np.ndarray, ref_sentence: np.ndarray, vocab: int) -> np.ndarray:
+    """LCS lengths of (candidate, reference) pairs whose reference has <= 64 words.
 
-    ref_ids: flat word ids of all references; ref_words: sentence index of each of them.
+    cand_ids / ref_ids: flat word ids of all candidates / references (-1: a candidate word no reference
+    has); ref_sentence: the reference of each word of ref_ids.
     """
     ref_start = np.cumsum(ref_len) - ref_len
     position = np.arange(ref_ids.size, dtype=np.uint64) - np.repeat(ref_start, ref_len).astype(np.uint64)
-    keys, inverse = _densify(ref_words * vocab + ref_ids)
-    masks = np.zeros(keys.size, dtype=np.uint64)
+    keys, inverse = _densify(ref_sentence * vocab + ref_ids)
+    masks = np.zeros(keys.size, dtype=np.uint64)  # per (reference, word): bits at the word's positions
     np.bitwise_or.at(masks, inverse, np.left_shift(np.uint64(1), position))
-    steps = cand.shape[1]
-    lookup = pair_ref[:, None] * vocab + cand[pair_cand]  # [P, Tc]; padding is -1 -> never found
-    at = np.minimum(np.searchsorted(keys, lookup), max(keys.size - 1, 0))
-    found = (keys[at] == lookup) & (cand[pair_cand] >= 0) if keys.size else np.zeros(lookup.shape, dtype=bool)
-    match = np.where(found, masks[at] if keys.size else 0, np.uint64(0)).astype(np.uint64)
-    v = np.full(pair_ref.size, np.iinfo(np.uint64).max, dtype=np.uint64)
+    # Longest candidates first, so step t only touches the prefix of pairs whose candidate has > t words.
+    order = np.argsort(-cand_len[pair_cand], kind="stable")
+    pair_cand, pair_ref = pair_cand[order], pair_ref[order]
+    lens = cand_len[pair_cand]
+    steps = int(lens[0]) if lens.size else 0
+    pair_of = np.repeat(np.arange(lens.size), lens)
+    step_of = np.arange(pair_of.size) - np.repeat(np.cumsum(lens) - lens, lens)
+    word = cand_ids[(np.cumsum(cand_len) - cand_len)[pair_cand][pair_of] + step_of]
+    match = np.zeros((steps, lens.size), dtype=np.uint64)  # [step, pair] match mask of the candidate word
+    known = np.flatnonzero(word >= 0)
+    if keys.size and known.size:
+        lookup = pair_ref[pair_of[known]] * vocab + word[known]
+        at = np.minimum(np.searchsorted(keys, lookup), keys.size - 1)
+        hit = keys[at] == lookup
+        match[step_of[known[hit]], pair_of[known[hit]]] = masks[at[hit]]
+    active = np.searchsorted(-lens, -np.arange(steps), side="left")  # pairs with > t candidate words
+    v = np.full(lens.size, np.iinfo(np.uint64).max, dtype=np.uint64)
     for t in range(steps):
-        m = match[:, t]
-        u = v & m
-        v = (v + u) | (v & ~m)
+        n, m = active[t], match[t, : active[t]]
+        head = v[:n]
+        v[:n] = (head + (head & m)) | (head & ~m)
     length = ref_len[pair_ref].astype(np.uint64)
     low = np.where(length >= _MAX_BITS, np.iinfo(np.uint64).max, (np.uint64(1) << length) - np.uint64(1))
-    return (length.astype(np.int64) - _popcount(v & low)).astype(np.int64)
+    lcs = np.empty(lens.size, dtype=np.int64)
+    lcs[order] = length.astype(np.int64) - _popcount(v & low)
+    return lcs
 
 
 def rouge_l_scores(candidates: Sequence[str], references: Sequence[Sequence[str]], beta: float = 1.2) -> np.ndarray:
@@ -88,15 +102,12 @@ def rouge_l_scores(candidates: Sequence[str], references: Sequence[Sequence[str]
     cand_len = np.fromiter(map(len, cand_words), dtype=np.int64, count=len(cand_words))
     flat_cands = list(chain.from_iterable(cand_words))
     cand_ids = np.fromiter((vocab.get(w, -1) for w in flat_cands), dtype=np.int64, count=len(flat_cands))
-    cand = np.full((len(cand_words), int(cand_len.max())), -1, dtype=np.int64)
-    row = np.repeat(np.arange(len(cand_words)), cand_len)
-    cand[row, np.arange(row.size) - np.repeat(np.cumsum(cand_len) - cand_len, cand_len)] = cand_ids
     pair_cand = np.repeat(np.arange(len(candidates), dtype=np.int64), num_refs)
     pair_ref = np.arange(ref_len.size, dtype=np.int64)
     ref_sentence = np.repeat(pair_ref, ref_len)
     lcs = np.zeros(pair_ref.size, dtype=np.int64)
     short = np.flatnonzero(ref_len <= _MAX_BITS)
-    lcs[short] = _lcs_bit_parallel(cand, cand_len, ref_ids, ref_len, pair_cand[short], pair_ref[short], ref_sentence, max(len(vocab), 1))
+    lcs[short] = _lcs_bit_parallel(cand_ids, cand_len, ref_ids, ref_len, pair_cand[short], pair_ref[short], ref_sentence, max(len(vocab), 1))
     for p in np.flatnonzero(ref_len > _MAX_BITS).tolist():
         lcs[p] = lcs_length(ref_words[p], cand_words[pair_cand[p]])
     precision = lcs / cand_len[pair_cand].astype(np.float64)
