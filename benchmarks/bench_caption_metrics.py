@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import statistics
@@ -122,13 +123,16 @@ def main() -> None:
         assert abs(ours - ref) < 1e-9, (name, ours, ref)
         assert abs(all_scores[name] - ref) < 1e-9, (name, all_scores[name], ref)
 
-    print(f"{args.images} images x {args.refs} references (+1 candidate each), median of {args.repeats}")
+    load = os.getloadavg()[0]
+    print(f"{args.images} images x {args.refs} references (+1 candidate each), median of {args.repeats}; "
+          f"wall seconds; load average {load:.1f} on {os.cpu_count()} CPUs")
     print(f"{'step':<22}{'vlp s':>9}{'pycocoevalcap s':>17}{'ratio':>8}   {'vlp':<18}{'pycocoevalcap'}")
     for name, ours, ref, a, b in rows:
         print(f"{name:<22}{ours:>9.3f}{ref:>17.3f}{ref / ours:>7.1f}x   {a:<18}{b}")
     record = {
         "bench": "caption_metrics", "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "images": args.images, "refs": args.refs,
         "repeats": args.repeats, "machine": platform.node(), "numpy": np.__version__,
+        "load_average": round(load, 1), "cpus": os.cpu_count(),
         "seconds": {name: {"vlp": round(ours, 4), "pycocoevalcap": round(ref, 4)} for name, ours, ref, _, _ in rows},
         "scores": {k: {"vlp": v[0], "pycocoevalcap": v[1]} for k, v in scores.items()},
         "tokenizer_same": f"{total - differ}/{total}",

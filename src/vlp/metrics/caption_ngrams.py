@@ -20,13 +20,23 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def _sorted_with_order(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(keys sorted, the permutation that sorts them). Non-negative keys with room for the index in the
+    low bits are sorted as one packed int64 array: `np.sort` is ~4x faster than `np.argsort` here."""
+    bits = max(int(keys.size - 1).bit_length(), 1)
+    if keys.size and int(keys.min()) >= 0 and int(keys.max()) < (1 << (62 - bits)):
+        packed = np.sort((keys << bits) | np.arange(keys.size, dtype=np.int64))
+        return packed >> bits, packed & ((1 << bits) - 1)
+    order = np.argsort(keys)
+    return keys[order], order
+
+
 def _densify(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(sorted unique keys, inverse) -- `np.unique(return_inverse=True)` via one argsort, which is
-    several times faster than numpy's own implementation for ~1M int64 keys."""
+    """(sorted unique keys, inverse) -- `np.unique(return_inverse=True)` via one sort, which is several
+    times faster than numpy's own implementation for ~1M int64 keys."""
     if keys.size == 0:
         return keys.copy(), np.zeros(0, dtype=np.int64)
-    order = np.argsort(keys)
-    ordered = keys[order]
+    ordered, order = _sorted_with_order(keys)
     new = np.empty(keys.size, dtype=bool)
     new[0] = True
     np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
@@ -43,9 +53,7 @@ def _densify_grouped(pairs: np.ndarray, group: np.ndarray, num_groups: int) -> t
         table, dense = _densify(pairs)
         row_keys, rows = _densify(dense * num_groups + group)
         return table, dense, row_keys, rows
-    combined = pairs * num_groups + group
-    order = np.argsort(combined)
-    ordered = combined[order]
+    ordered, order = _sorted_with_order(pairs * num_groups + group)
     pair_sorted = ordered // num_groups
     new_row = np.empty(ordered.size, dtype=bool)
     new_row[0] = True
