@@ -74,6 +74,16 @@ class LMKit:
         return self._built[key]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Decoding tiny models is hundreds of microsecond-sized ops: a second intra-op thread only adds
+    synchronisation (10-100x slower on a loaded machine). Restored for the rest of the suite."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def lm() -> LMKit:
     return LMKit()
