@@ -1,5 +1,5 @@
 """Tiny seeded language models for the generation tests: every preset family with an LM head, plus
-VLP's unified seq2seq stack with an LM head (region inputs with padded regions).
+VLP's unified seq2seq stack (region inputs with padded regions) and UFO/VLMo with an LM head.
 
 Weights are the preset's initialisation plus seeded noise (std 0.15): a freshly initialised model
 predicts an almost uniform distribution, where cached and uncached decoding could pick different
@@ -19,8 +19,9 @@ PAD, BOS, EOS = 0, 1, 2
 VOCAB = 40
 
 LM_FAMILIES = sorted(family for family in FAMILIES if model_preset(f"{family}_tiny").heads.lm)
-# Extra LM-capable stacks no preset turns on: VLP's unified seq2seq transformer with an LM head.
-EXTRA_CASES = ("vlp+lm",)
+# LM-capable stacks no preset turns on: VLP's unified seq2seq transformer, and UFO/VLMo's shared
+# transformer (VLMo: modality experts), each with an LM head.
+EXTRA_CASES = ("vlp+lm", "ufo+lm", "vlmo+lm")
 CASES = tuple(LM_FAMILIES) + EXTRA_CASES
 SEQ2SEQ_CASES = tuple(case for case in CASES if case not in ("blip",))  # blip_text decodes causally only
 
@@ -31,6 +32,8 @@ def build_lm(case: str, vocab: int = VOCAB, seed: int = 0, noise: float = 0.15) 
     cfg.text_encoder.vocab_size = vocab
     if case.endswith("+lm"):
         cfg.heads.lm = True
+    if family == "vlmo":
+        cfg.fusion.depth = 2  # one layer with text/image experts below the VL-expert layer: both routes run
     torch.manual_seed(seed)
     model = build_model(cfg).eval()
     gen = torch.Generator().manual_seed(seed + 1)

@@ -93,11 +93,11 @@ def test_models_without_incremental_decoding_say_so(lm) -> None:
     from vlp.models.image_text import build_model
     from vlp.models.presets import model_preset
 
-    cfg = model_preset("ufo_tiny")
+    cfg = model_preset("albef_tiny")  # an ALBEF fusion run causally has an LM path but no cache
     cfg.text_encoder.vocab_size = lm.VOCAB
     cfg.heads.lm = True
     model = build_model(cfg).eval()
     with pytest.raises(ValueError, match="no incremental decoding"):
-        generate(model, lm.images("ufo", 2), GenerationConfig(max_new_tokens=2))
-    out = generate(model, lm.images("ufo", 2), GenerationConfig(max_new_tokens=2, use_cache=False))
+        generate(model, lm.images("albef", 2), GenerationConfig(max_new_tokens=2))
+    out = generate(model, lm.images("albef", 2), GenerationConfig(max_new_tokens=2, use_cache=False))
     assert out.sequences.shape[0] == 2
