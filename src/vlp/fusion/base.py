@@ -271,6 +271,29 @@ def cached_step_mask(cache: KVCache, new_mask: torch.Tensor | None, batch: int, 
     return torch.cat([past, own], dim=3)
 
 
+def cross_decoding_inputs(
+    fusion: Fusion, image: EncoderOutput | None, text: EncoderOutput, mode: AttentionMode | None,
+    prefix_length: torch.Tensor | None, cache: KVCache,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, bool]:
+    """(projected text, self-attention mask, image context, is-prefill) for a cached pass of a
+    decoder that cross-attends to the image (BLIP, CoCa; they own ``text_proj``/``image_proj``).
+
+    On the prefill: the mode's text mask and the projected image, whose keys the layers then
+    cache; on later steps: the step mask and no context (the cache holds it).
+    """
+    t = fusion.text_proj(text.tokens)  # type: ignore[operator]
+    batch, length = t.shape[:2]
+    if not cache.empty:
+        return t, cached_step_mask(cache, text.mask, batch, length, t.device), None, False
+    if image is None:
+        raise ValueError("the first (prefill) pass needs the image")
+    mode = fusion.resolve_mode(mode, prefix_length)
+    mask = text_self_mask(mode, length, text.mask, prefix_length, t.device)
+    cache.extend_keys(real_tokens(text.mask, batch, length, t.device))
+    cache.context_mask = key_mask(image.mask)
+    return t, mask, fusion.image_proj(image.tokens), True  # type: ignore[operator]
+
+
 def check_stack(depth: int, width: int | None, num_heads: int, *, min_depth: int = 1, name: str = "depth") -> None:
     """Validation every fusion config shares: enough layers, and heads that divide the width."""
     if depth < min_depth:

@@ -23,12 +23,11 @@ from vlp.fusion.base import (
     AttentionMode,
     Fusion,
     FusionOutput,
-    cached_step_mask,
     check_stack,
+    cross_decoding_inputs,
     init_weights,
     input_projection,
     key_mask,
-    real_tokens,
     resolve_width,
     run_layers,
     text_self_mask,
@@ -133,21 +132,9 @@ class BLIPTextTransformer(Fusion):
         self, image: EncoderOutput | None, text: EncoderOutput, mode: AttentionMode | None,
         prefix_length: torch.Tensor | None, cache: KVCache,
     ) -> FusionOutput:
-        t = self.text_proj(text.tokens)
-        batch, length = t.shape[:2]
-        prefill = cache.empty
-        if prefill:
-            if self.resolve_mode(mode, prefix_length) != "causal":
-                raise ValueError("blip_text decodes incrementally in 'causal' mode only")
-            if image is None:
-                raise ValueError("the first (prefill) pass needs the image")
-            mask = text_self_mask("causal", length, text.mask, None, t.device)
-            cache.extend_keys(real_tokens(text.mask, batch, length, t.device))
-            cache.context_mask = key_mask(image.mask)
-            context: torch.Tensor | None = self.image_proj(image.tokens)
-        else:
-            mask = cached_step_mask(cache, text.mask, batch, length, t.device)
-            context = None
+        if cache.empty and self.resolve_mode(mode, prefix_length) != "causal":
+            raise ValueError("blip_text decodes incrementally in 'causal' mode only")
+        t, mask, context, prefill = cross_decoding_inputs(self, image, text, mode, prefix_length, cache)
         for layer, layer_cache in zip(self.layers, cache.span(0, len(self.layers))):
             t = layer(t, mask, True, context, cache.context_mask, layer_cache)
         return FusionOutput(text_tokens=t, image_tokens=None, pooled=t[:, 0] if prefill else None)

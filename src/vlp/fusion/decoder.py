@@ -31,11 +31,10 @@ from vlp.fusion.base import (
     AttentionMode,
     Fusion,
     FusionOutput,
-    cached_step_mask,
+    cross_decoding_inputs,
     init_weights,
     input_projection,
     key_mask,
-    real_tokens,
     resolve_width,
     select_position,
     text_self_mask,
@@ -178,20 +177,7 @@ class CrossAttentionDecoder(Fusion):
         prefix_length: torch.Tensor | None, cache: KVCache,
     ) -> FusionOutput:
         """Both stacks with one cache: unimodal layers first, then the multimodal ones."""
-        t = self.text_proj(text.tokens)
-        batch, length = t.shape[:2]
-        prefill = cache.empty
-        if prefill:
-            if image is None:
-                raise ValueError("the first (prefill) pass needs the image")
-            mode = self.resolve_mode(mode, prefix_length)
-            mask = text_self_mask(mode, length, text.mask, prefix_length, t.device)
-            cache.extend_keys(real_tokens(text.mask, batch, length, t.device))
-            cache.context_mask = key_mask(image.mask)
-            context: torch.Tensor | None = self.image_proj(image.tokens)
-        else:
-            mask = cached_step_mask(cache, text.mask, batch, length, t.device)
-            context = None
+        t, mask, context, prefill = cross_decoding_inputs(self, image, text, mode, prefix_length, cache)
         depth = len(self.unimodal.blocks)
         x = self.unimodal(t, attn_mask=mask, caches=cache.span(0, depth))
         x = self.multimodal(

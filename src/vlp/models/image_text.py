@@ -306,10 +306,11 @@ class ImageTextModel(nn.Module):
                 text = EncoderOutput(tokens=raw.final_norm(text.tokens), mask=attention_mask)
             else:
                 raise ValueError("incremental decoding needs the decoder to read bare embeddings (text_encoder.depth=0)")
-        out = module(image, text, mode=mode, prefix_length=prefix_length, cache=cache) if cache is not None else module(image, text, mode=mode, prefix_length=prefix_length)
-        if cache is not None:
-            count = attention_mask.long().sum(dim=1)
-            cache.next_position = count if cache.next_position is None else cache.next_position + count
+        if cache is None:  # fusions without incremental decoding take no cache argument
+            return module(image, text, mode=mode, prefix_length=prefix_length)
+        out = module(image, text, mode=mode, prefix_length=prefix_length, cache=cache)
+        count = attention_mask.long().sum(dim=1)
+        cache.next_position = count if cache.next_position is None else cache.next_position + count
         return out
 
     def itm_logits(self, fused: FusionOutput) -> torch.Tensor:
