@@ -71,3 +71,14 @@ def test_rejects_bad_candidates(lm) -> None:
         sequence_log_likelihood(model, inputs, torch.zeros(3, 2, 2, dtype=torch.long), bos_token_id=lm.BOS)
     with pytest.raises(ValueError, match="bos_token_id"):
         sequence_log_likelihood(model, inputs, torch.zeros(2, 2, dtype=torch.long))
+
+
+def test_precomputed_image_features_give_the_same_scores(lm) -> None:
+    model, inputs = lm.model("coca"), lm.images("coca", 2)
+    ids, mask = _candidates(lm)
+    with torch.no_grad():
+        direct = sequence_log_likelihood(model, inputs, ids, mask, bos_token_id=lm.BOS)
+        reused = sequence_log_likelihood(model, None, ids, mask, bos_token_id=lm.BOS, image_features=model.image_for_fusion(inputs))
+    torch.testing.assert_close(direct, reused)
+    with pytest.raises(ValueError, match="image_features"):
+        sequence_log_likelihood(model, None, ids, mask, bos_token_id=lm.BOS)

@@ -12,12 +12,13 @@ import torch
 import torch.nn.functional as F
 
 from vlp.encoders.base import EncoderOutput
-from vlp.generation.state import DecodingState, check_prompt
+from vlp.models.image_text import ImageInput
+from vlp.generation.state import DecodingState, check_prompt, image_for_decoding
 
 
 def sequence_log_likelihood(
     model: torch.nn.Module,
-    image_input: torch.Tensor | object,
+    image_input: ImageInput | None,
     candidate_ids: torch.Tensor,
     candidate_mask: torch.Tensor | None = None,
     prompt_ids: torch.Tensor | None = None,
@@ -33,7 +34,7 @@ def sequence_log_likelihood(
     right-padded with ``candidate_mask`` (1 = real). Include the EOS in the candidates to score
     complete answers. The prompt defaults to one ``bos_token_id`` per image.
     """
-    image = image_features if image_features is not None else model.image_for_fusion(image_input)
+    image = image_for_decoding(model, image_input, image_features)
     batch, device = image.tokens.shape[0], image.tokens.device
     if candidate_ids.dim() == 2:
         candidate_ids = candidate_ids[None].expand(batch, -1, -1)

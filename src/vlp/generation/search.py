@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from vlp.encoders.base import EncoderOutput
+from vlp.models.image_text import ImageInput
 from vlp.generation.config import GenerationConfig
 from vlp.generation.processors import NEG_INF, apply_bans, filter_for_sampling
-from vlp.generation.state import DecodingState, check_prompt
+from vlp.generation.state import DecodingState, check_prompt, image_for_decoding
 
 
 @dataclass
@@ -49,7 +50,7 @@ def _generator(cfg: GenerationConfig, generator: torch.Generator | None, device:
 @torch.no_grad()
 def generate(
     model: torch.nn.Module,
-    image_input: torch.Tensor | object,
+    image_input: ImageInput | None,
     config: GenerationConfig,
     prompt_ids: torch.Tensor | None = None,
     prompt_mask: torch.Tensor | None = None,
@@ -64,7 +65,7 @@ def generate(
     """
     if getattr(model, "lm_head", None) is None:
         raise ValueError("this model has no LM head (heads.lm); it cannot generate text")
-    image = image_features if image_features is not None else model.image_for_fusion(image_input)
+    image = image_for_decoding(model, image_input, image_features)
     batch, device = image.tokens.shape[0], image.tokens.device
     if prompt_ids is None:
         prompt_ids = torch.full((batch, 1), config.bos_token_id, dtype=torch.long, device=device)

@@ -15,6 +15,16 @@ from vlp.encoders.base import EncoderOutput
 from vlp.layers import KVCache
 
 
+def image_for_decoding(model: torch.nn.Module, image_input: object | None, image_features: EncoderOutput | None) -> EncoderOutput:
+    """The decoder's view of the images: ``image_features`` when the caller has them already (one
+    image pass for several decodings), else ``model.image_for_fusion(image_input)``."""
+    if image_features is not None:
+        return image_features
+    if image_input is None:
+        raise ValueError("give image_input (pixels or region inputs) or image_features")
+    return model.image_for_fusion(image_input)  # type: ignore[no-any-return]
+
+
 def check_prompt(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor | None) -> torch.Tensor:
     """The prompt's mask ([B, P], ones when None) after checking it is right-padded and non-empty."""
     if prompt_ids.dim() != 2 or prompt_ids.shape[1] == 0:
