@@ -37,7 +37,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from vlp.encoders.base import EncoderOutput
-from vlp.layers import causal_mask, padding_mask, seq2seq_mask
+from vlp.layers import KVCache, causal_mask, padding_mask, seq2seq_mask
 
 AttentionMode = Literal["bidirectional", "causal", "seq2seq"]
 ATTENTION_MODES: tuple[AttentionMode, ...] = get_args(AttentionMode)
@@ -65,6 +65,8 @@ class Fusion(nn.Module):
     modes: ClassVar[tuple[AttentionMode, ...]] = ATTENTION_MODES
     width: int
     default_mode: AttentionMode = "bidirectional"
+    # Whether ``forward`` takes a `KVCache` (incremental decoding); set by the LM-capable fusions.
+    supports_cache: ClassVar[bool] = False
 
     def forward(  # pragma: no cover - abstract
         self,
@@ -72,7 +74,12 @@ class Fusion(nn.Module):
         text: EncoderOutput,
         mode: AttentionMode | None = None,
         prefix_length: torch.Tensor | None = None,
+        cache: KVCache | None = None,
     ) -> FusionOutput:
+        """Fuse ``image`` and ``text``. Fusions that can decode incrementally (the LM-capable ones)
+        accept ``cache``: when it is empty the call is the usual pass (the "prefill" of image and
+        prompt) that also fills it; afterwards ``text`` holds only new tokens, which see every
+        real cached position and each other causally, and ``image`` may be None."""
         raise NotImplementedError
 
     def resolve_mode(self, mode: AttentionMode | None, prefix_length: torch.Tensor | int | None) -> AttentionMode:
@@ -240,6 +247,51 @@ def joint_mask(
             im = torch.ones(size, num_image, dtype=torch.bool, device=device)
         mask = mask & padding_mask(torch.cat([tm, im], dim=1))
     return with_self(mask)
+
+
+def real_tokens(mask: torch.Tensor | None, batch: int, length: int, device: torch.device) -> torch.Tensor:
+    """[B, L] boolean "is a real token" (all True when ``mask`` is None)."""
+    if mask is None:
+        return torch.ones(batch, length, dtype=torch.bool, device=device)
+    return mask.bool()
+
+
+def cached_step_mask(cache: KVCache, new_mask: torch.Tensor | None, batch: int, length: int, device: torch.device) -> torch.Tensor:
+    """Self-attention mask for ``length`` new text tokens appended to ``cache``: [B, 1, L, S+L].
+
+    New tokens see every real cached key (image, prompt, earlier tokens) and each other causally;
+    the new positions are recorded in the cache's key mask for the next step.
+    """
+    if cache.key_mask is None:
+        raise ValueError("the cache is empty: run the prefill pass (image + prompt) first")
+    past = cache.key_mask[:, None, None, :].expand(batch, 1, length, cache.length)
+    new = real_tokens(new_mask, batch, length, device)
+    own = with_self(causal_mask(length, device) & padding_mask(new)).expand(batch, 1, length, length)
+    cache.extend_keys(new)
+    return torch.cat([past, own], dim=3)
+
+
+def cross_decoding_inputs(
+    fusion: Fusion, image: EncoderOutput | None, text: EncoderOutput, mode: AttentionMode | None,
+    prefix_length: torch.Tensor | None, cache: KVCache,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, bool]:
+    """(projected text, self-attention mask, image context, is-prefill) for a cached pass of a
+    decoder that cross-attends to the image (BLIP, CoCa; they own ``text_proj``/``image_proj``).
+
+    On the prefill: the mode's text mask and the projected image, whose keys the layers then
+    cache; on later steps: the step mask and no context (the cache holds it).
+    """
+    t = fusion.text_proj(text.tokens)  # type: ignore[operator]
+    batch, length = t.shape[:2]
+    if not cache.empty:
+        return t, cached_step_mask(cache, text.mask, batch, length, t.device), None, False
+    if image is None:
+        raise ValueError("the first (prefill) pass needs the image")
+    mode = fusion.resolve_mode(mode, prefix_length)
+    mask = text_self_mask(mode, length, text.mask, prefix_length, t.device)
+    cache.extend_keys(real_tokens(text.mask, batch, length, t.device))
+    cache.context_mask = key_mask(image.mask)
+    return t, mask, fusion.image_proj(image.tokens), True  # type: ignore[operator]
 
 
 def check_stack(depth: int, width: int | None, num_heads: int, *, min_depth: int = 1, name: str = "depth") -> None:

@@ -24,6 +24,7 @@ from vlp.fusion.base import (
     Fusion,
     FusionOutput,
     check_stack,
+    cross_decoding_inputs,
     init_weights,
     input_projection,
     key_mask,
@@ -31,7 +32,7 @@ from vlp.fusion.base import (
     run_layers,
     text_self_mask,
 )
-from vlp.layers import MLP, CrossAttention, SelfAttention
+from vlp.layers import MLP, CrossAttention, KVCache, LayerCache, SelfAttention
 
 
 @dataclass
@@ -69,18 +70,21 @@ class BLIPLayer(nn.Module):
     def forward(
         self, x: torch.Tensor, self_mask: torch.Tensor, decoder: bool,
         context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
+        cache: LayerCache | None = None,
     ) -> torch.Tensor:
+        """``cache`` (decoder only): incremental decoding; the image keys come from it once filled."""
         if decoder:
-            x = self.decoder_norm1(x + self.decoder_attn(x, self_mask))
+            x = self.decoder_norm1(x + self.decoder_attn(x, self_mask, cache))
         else:
             x = self.norm1(x + self.attn(x, self_mask))
-        if context is not None:
-            x = self.norm_cross(x + self.cross_attn(x, context, context_mask))
+        if context is not None or (cache is not None and cache.cross_key is not None):
+            x = self.norm_cross(x + self.cross_attn(x, context, context_mask, cache))
         return self.norm2(x + self.mlp(x))
 
 
 class BLIPTextTransformer(Fusion):
     kind: ClassVar[str] = "blip_text"
+    supports_cache: ClassVar[bool] = True
     modes: ClassVar[tuple[AttentionMode, ...]] = ("bidirectional", "causal")
 
     def __init__(self, cfg: BLIPTextConfig, image_width: int, text_width: int) -> None:
@@ -109,11 +113,28 @@ class BLIPTextTransformer(Fusion):
         return EncoderOutput(tokens=x, pooled=x[:, 0], mask=text.mask)
 
     def forward(
-        self, image: EncoderOutput, text: EncoderOutput, mode: AttentionMode | None = None,
-        prefix_length: torch.Tensor | None = None,
+        self, image: EncoderOutput | None, text: EncoderOutput, mode: AttentionMode | None = None,
+        prefix_length: torch.Tensor | None = None, cache: KVCache | None = None,
     ) -> FusionOutput:
-        """bidirectional: the image-grounded encoder (ITM, [CLS] pooled); causal: the decoder (LM)."""
+        """bidirectional: the image-grounded encoder (ITM, [CLS] pooled); causal: the decoder (LM).
+
+        ``cache`` (causal only): incremental decoding, see `Fusion.forward`."""
+        if cache is not None:
+            return self._decode_cached(image, text, mode, prefix_length, cache)
+        if image is None:
+            raise ValueError("the image is needed unless a filled cache is given")
         mode = self.resolve_mode(mode, prefix_length)
         mask = text_self_mask(mode, text.tokens.shape[1], text.mask, prefix_length, text.tokens.device)
         x = self._run(text, decoder=mode == "causal", mask=mask, image=image)
         return FusionOutput(text_tokens=x, image_tokens=None, pooled=x[:, 0])
+
+    def _decode_cached(
+        self, image: EncoderOutput | None, text: EncoderOutput, mode: AttentionMode | None,
+        prefix_length: torch.Tensor | None, cache: KVCache,
+    ) -> FusionOutput:
+        if cache.empty and self.resolve_mode(mode, prefix_length) != "causal":
+            raise ValueError("blip_text decodes incrementally in 'causal' mode only")
+        t, mask, context, prefill = cross_decoding_inputs(self, image, text, mode, prefix_length, cache)
+        for layer, layer_cache in zip(self.layers, cache.span(0, len(self.layers))):
+            t = layer(t, mask, True, context, cache.context_mask, layer_cache)
+        return FusionOutput(text_tokens=t, image_tokens=None, pooled=t[:, 0] if prefill else None)

@@ -31,6 +31,7 @@ from vlp.fusion.base import (
     AttentionMode,
     Fusion,
     FusionOutput,
+    cross_decoding_inputs,
     init_weights,
     input_projection,
     key_mask,
@@ -38,7 +39,7 @@ from vlp.fusion.base import (
     select_position,
     text_self_mask,
 )
-from vlp.layers import Transformer, TransformerBlock
+from vlp.layers import KVCache, Transformer, TransformerBlock
 
 
 @dataclass
@@ -72,6 +73,7 @@ class CrossAttentionDecoder(Fusion):
     """Causal text layers, the top ``multimodal_depth`` of which cross-attend to the image."""
 
     kind: ClassVar[str] = "cross_attention_decoder"
+    supports_cache: ClassVar[bool] = True
     modes: ClassVar[tuple[AttentionMode, ...]] = ("causal", "seq2seq")
 
     def __init__(self, cfg: CrossAttentionDecoderConfig, image_width: int, text_width: int) -> None:
@@ -153,13 +155,35 @@ class CrossAttentionDecoder(Fusion):
 
     def forward(
         self,
-        image: EncoderOutput,
+        image: EncoderOutput | None,
         text: EncoderOutput,
         mode: AttentionMode | None = None,
         prefix_length: torch.Tensor | None = None,
+        cache: KVCache | None = None,
     ) -> FusionOutput:
+        """Unimodal then multimodal layers; ``cache``: incremental decoding (see `Fusion.forward`)."""
+        if cache is not None:
+            return self._decode_cached(image, text, mode, prefix_length, cache)
+        if image is None:
+            raise ValueError("the image is needed unless a filled cache is given")
         mode = self.resolve_mode(mode, prefix_length)
         t = self.text_proj(text.tokens)
         # No [CLS] here: under the causal mask it would not change any text state (see module doc).
         x = self.unimodal(t, attn_mask=text_self_mask(mode, t.shape[1], text.mask, prefix_length, t.device))
         return self.decode(image, EncoderOutput(tokens=x, mask=text.mask), mode, prefix_length)
+
+    def _decode_cached(
+        self, image: EncoderOutput | None, text: EncoderOutput, mode: AttentionMode | None,
+        prefix_length: torch.Tensor | None, cache: KVCache,
+    ) -> FusionOutput:
+        """Both stacks with one cache: unimodal layers first, then the multimodal ones."""
+        t, mask, context, prefill = cross_decoding_inputs(self, image, text, mode, prefix_length, cache)
+        depth = len(self.unimodal.blocks)
+        x = self.unimodal(t, attn_mask=mask, caches=cache.span(0, depth))
+        x = self.multimodal(
+            x, attn_mask=mask, context=context, context_mask=cache.context_mask,
+            caches=cache.span(depth, len(self.multimodal.blocks)),
+        )
+        x = self.norm(x)
+        pooled = select_position(x, text.mask, "last") if prefill else None
+        return FusionOutput(text_tokens=x, image_tokens=None, pooled=pooled)

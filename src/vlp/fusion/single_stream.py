@@ -27,13 +27,15 @@ from vlp.fusion.base import (
     FusionOutput,
     PoolPosition,
     Pooler,
+    cached_step_mask,
     init_weights,
     input_projection,
     joint_mask,
+    real_tokens,
     resolve_width,
     select_position,
 )
-from vlp.layers import Transformer, TransformerBlock
+from vlp.layers import KVCache, Transformer, TransformerBlock
 
 
 @dataclass
@@ -84,6 +86,7 @@ class SingleStreamFusion(Fusion):
     """Joint self-attention over [text; image] with learned modality-type embeddings."""
 
     kind: ClassVar[str] = "single_stream"
+    supports_cache: ClassVar[bool] = True
 
     def __init__(self, cfg: SingleStreamConfig, image_width: int, text_width: int) -> None:
         super().__init__()
@@ -114,17 +117,35 @@ class SingleStreamFusion(Fusion):
 
     def forward(
         self,
-        image: EncoderOutput,
+        image: EncoderOutput | None,
         text: EncoderOutput,
         mode: AttentionMode | None = None,
         prefix_length: torch.Tensor | None = None,
+        cache: KVCache | None = None,
     ) -> FusionOutput:
+        """Joint pass; with a filled ``cache`` only the new text tokens run (see `Fusion.forward`):
+        GIT/VLP decoding computes the image (and prompt) part of every layer once."""
+        if cache is not None and not cache.empty:
+            return self._step(text, cache)
+        if image is None:
+            raise ValueError("the image is needed unless a filled cache is given")
         mode = self.resolve_mode(mode, prefix_length)
         t = self.text_proj(text.tokens) + self.type_embeddings.weight[0]  # [B, L, D]
         v = self.image_proj(image.tokens) + self.type_embeddings.weight[1]  # [B, N, D]
         num_text = t.shape[1]
         mask = joint_mask(mode, num_text, v.shape[1], text.mask, image.mask, prefix_length, t.device)
-        x = self.norm(self.blocks(torch.cat([t, v], dim=1), attn_mask=mask))  # [B, L+N, D]
+        caches = None
+        if cache is not None:
+            batch = t.shape[0]
+            cache.extend_keys(torch.cat([real_tokens(text.mask, batch, num_text, t.device), real_tokens(image.mask, batch, v.shape[1], t.device)], dim=1))
+            caches = cache.span(0, len(self.blocks.blocks))
+        x = self.norm(self.blocks(torch.cat([t, v], dim=1), attn_mask=mask, caches=caches))  # [B, L+N, D]
         text_tokens, image_tokens = x[:, :num_text], x[:, num_text:]
         pooled = self.pooler(select_position(text_tokens, text.mask, self.cfg.pool))
         return FusionOutput(text_tokens=text_tokens, image_tokens=image_tokens, pooled=pooled)
+
+    def _step(self, text: EncoderOutput, cache: KVCache) -> FusionOutput:
+        t = self.text_proj(text.tokens) + self.type_embeddings.weight[0]
+        mask = cached_step_mask(cache, text.mask, t.shape[0], t.shape[1], t.device)
+        x = self.norm(self.blocks(t, attn_mask=mask, caches=cache.span(0, len(self.blocks.blocks))))
+        return FusionOutput(text_tokens=x, image_tokens=None, pooled=None)

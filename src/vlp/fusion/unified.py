@@ -32,16 +32,18 @@ from vlp.fusion.base import (
     FusionOutput,
     PoolPosition,
     Pooler,
+    cached_step_mask,
     init_weights,
     input_projection,
     joint_mask,
+    real_tokens,
     resolve_width,
     run_layers,
     select_position,
     text_self_mask,
     with_self,
 )
-from vlp.layers import TransformerBlock, padding_mask
+from vlp.layers import KVCache, TransformerBlock, padding_mask
 from vlp.layers.experts import ModalityExpertsBlock, Segments
 
 
@@ -76,6 +78,7 @@ class UnifiedTransformer(Fusion):
     """The shared transformer: `encode_image`, `encode_text` and the joint `forward`."""
 
     kind: ClassVar[str] = "unified"
+    supports_cache: ClassVar[bool] = True
 
     def __init__(self, cfg: UnifiedConfig, image_width: int, text_width: int) -> None:
         super().__init__()
@@ -112,9 +115,16 @@ class UnifiedTransformer(Fusion):
     def no_weight_decay(self) -> set[str]:
         return {"type_embeddings.weight"}
 
-    def _run(self, x: torch.Tensor, mask: torch.Tensor | None, segments: list[Segments]) -> torch.Tensor:
+    def _run(
+        self, x: torch.Tensor, mask: torch.Tensor | None, segments: list[Segments], cache: KVCache | None = None
+    ) -> torch.Tensor:
         """All blocks; ``segments[i]`` routes block i's FFN experts (ignored without experts)."""
         layers = list(zip(self.blocks, segments))
+        if cache is not None:  # incremental decoding: never checkpointed
+            for index, (block, route) in enumerate(layers):
+                layer_cache = cache.layer(index)
+                x = block(x, route, mask, layer_cache) if isinstance(block, ModalityExpertsBlock) else block(x, mask, cache=layer_cache)
+            return self.norm(x)
 
         def step(layer: tuple[nn.Module, Segments], h: torch.Tensor) -> torch.Tensor:
             block, route = layer
@@ -141,12 +151,20 @@ class UnifiedTransformer(Fusion):
 
     def forward(
         self,
-        image: EncoderOutput,
+        image: EncoderOutput | None,
         text: EncoderOutput,
         mode: AttentionMode | None = None,
         prefix_length: torch.Tensor | None = None,
+        cache: KVCache | None = None,
     ) -> FusionOutput:
-        """Joint pass over [text; image] (VLMo order) under the mode's mask (see `vlp.fusion.base`)."""
+        """Joint pass over [text; image] (VLMo order) under the mode's mask (see `vlp.fusion.base`).
+
+        ``cache``: incremental decoding (see `Fusion.forward`); new text tokens take the text
+        expert, or the VL expert in the top ``vl_layers``, as in a joint pass."""
+        if cache is not None and not cache.empty:
+            return self._step(text, cache)
+        if image is None:
+            raise ValueError("the image is needed unless a filled cache is given")
         mode = self.resolve_mode(mode, prefix_length)
         t = self.text_proj(text.tokens) + self.type_embeddings.weight[0]
         v = self.image_proj(image.tokens) + self.type_embeddings.weight[1]
@@ -155,10 +173,24 @@ class UnifiedTransformer(Fusion):
         split: Segments = [("text", num_text), ("image", num_image)]
         joint: Segments = [("vl", num_text + num_image)]
         routes = [joint if index >= len(self.blocks) - self.cfg.vl_layers else split for index in range(len(self.blocks))]
-        x = self._run(torch.cat([t, v], dim=1), mask, routes)
+        if cache is not None:
+            batch = t.shape[0]
+            cache.extend_keys(torch.cat([real_tokens(text.mask, batch, num_text, t.device), real_tokens(image.mask, batch, num_image, t.device)], dim=1))
+        x = self._run(torch.cat([t, v], dim=1), mask, routes, cache)
         text_tokens, image_tokens = x[:, :num_text], x[:, num_text:]
         pooled = self.pooler(select_position(text_tokens, text.mask, self.cfg.pool))
         return FusionOutput(text_tokens=text_tokens, image_tokens=image_tokens, pooled=pooled)
+
+    def _step(self, text: EncoderOutput, cache: KVCache) -> FusionOutput:
+        t = self.text_proj(text.tokens) + self.type_embeddings.weight[0]
+        length = t.shape[1]
+        mask = cached_step_mask(cache, text.mask, t.shape[0], length, t.device)
+        routes: list[Segments] = [
+            [("vl", length)] if index >= len(self.blocks) - self.cfg.vl_layers else [("text", length)]
+            for index in range(len(self.blocks))
+        ]
+        x = self._run(t, mask, routes, cache)
+        return FusionOutput(text_tokens=x, image_tokens=None, pooled=None)
 
 
 class _SharedView(Encoder):

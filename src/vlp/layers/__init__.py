@@ -1,12 +1,15 @@
 """Building blocks shared by encoders, fusion modules and decoders."""
 
 from vlp.layers.attention import CrossAttention, SelfAttention
+from vlp.layers.cache import KVCache, LayerCache
 from vlp.layers.masks import causal_mask, combine, padding_mask, seq2seq_mask
 from vlp.layers.transformer import MLP, Transformer, TransformerBlock
 
 __all__ = [
     "MLP",
     "CrossAttention",
+    "KVCache",
+    "LayerCache",
     "SelfAttention",
     "Transformer",
     "TransformerBlock",

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlp.layers.cache import LayerCache
+
 
 class SelfAttention(nn.Module):
     """Self-attention with one fused qkv projection (one matmul instead of three)."""
@@ -24,10 +26,16 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, cache: LayerCache | None = None
+    ) -> torch.Tensor:
+        """``cache``: keys/values of earlier positions; this call's are appended and attended too
+        (``attn_mask`` then covers [cached; new] keys)."""
         batch, length, dim = x.shape
         # [B, L, 3D] -> 3 x [B, H, L, D/H]
         q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
+        if cache is not None:
+            k, v = cache.append(k, v)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
         )
@@ -50,12 +58,25 @@ class CrossAttention(nn.Module):
         self.dropout = dropout
 
     def forward(
-        self, x: torch.Tensor, context: torch.Tensor, attn_mask: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None,
+        attn_mask: torch.Tensor | None = None,
+        cache: LayerCache | None = None,
     ) -> torch.Tensor:
+        """``cache``: the context's keys/values are projected on the first call and reused after
+        (``context`` may then be None)."""
         batch, length, dim = x.shape
         heads, head_dim = self.num_heads, dim // self.num_heads
         q = self.q(x).view(batch, length, heads, head_dim).transpose(1, 2)
-        k, v = self.kv(context).view(batch, context.shape[1], 2, heads, head_dim).permute(2, 0, 3, 1, 4)
+        if cache is not None and cache.cross_key is not None and cache.cross_value is not None:
+            k, v = cache.cross_key, cache.cross_value
+        else:
+            if context is None:
+                raise ValueError("cross-attention needs a context sequence (or a cache that holds its keys)")
+            k, v = self.kv(context).view(batch, context.shape[1], 2, heads, head_dim).permute(2, 0, 3, 1, 4)
+            if cache is not None:
+                cache.cross_key, cache.cross_value = k, v
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
         )

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from vlp.layers.attention import SelfAttention
+from vlp.layers.cache import LayerCache
 from vlp.layers.transformer import MLP
 
 Segments = Sequence[tuple[str, int]]
@@ -55,14 +56,17 @@ class ModalityExpertsBlock(nn.Module):
             return x + self.drop(mlp(norm(x)))
         return norm(x + self.drop(mlp(x)))
 
-    def forward(self, x: torch.Tensor, segments: Segments, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: [B, sum of segment lengths, D]; ``segments`` names the expert of each contiguous run."""
+    def forward(
+        self, x: torch.Tensor, segments: Segments, attn_mask: torch.Tensor | None = None, cache: LayerCache | None = None
+    ) -> torch.Tensor:
+        """x: [B, sum of segment lengths, D]; ``segments`` names the expert of each contiguous run.
+        ``cache``: incremental decoding (see `vlp.layers.cache`)."""
         if sum(length for _, length in segments) != x.shape[1]:
             raise ValueError(f"segments {list(segments)} do not cover {x.shape[1]} tokens")
         if self.norm_first:
-            x = x + self.drop(self.attn(self.norm1(x), attn_mask))
+            x = x + self.drop(self.attn(self.norm1(x), attn_mask, cache))
         else:
-            x = self.norm1(x + self.drop(self.attn(x, attn_mask)))
+            x = self.norm1(x + self.drop(self.attn(x, attn_mask, cache)))
         parts, start = [], 0
         for name, length in segments:
             parts.append(self._ffn(x[:, start : start + length], name))

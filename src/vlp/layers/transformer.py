@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from vlp.layers.attention import CrossAttention, SelfAttention
+from vlp.layers.cache import LayerCache
 
 
 class MLP(nn.Module):
@@ -72,14 +73,16 @@ class TransformerBlock(nn.Module):
         attn_mask: torch.Tensor | None = None,
         context: torch.Tensor | None = None,
         context_mask: torch.Tensor | None = None,
+        cache: LayerCache | None = None,
     ) -> torch.Tensor:
-        x = self._sublayer(x, self.norm1, lambda h: self.attn(h, attn_mask))
+        """``cache`` (incremental decoding): see `vlp.layers.cache`; ``context`` may be None once cached."""
+        x = self._sublayer(x, self.norm1, lambda h: self.attn(h, attn_mask, cache))
         if self.cross_attn is not None:
-            if context is None:
+            if context is None and (cache is None or cache.cross_key is None):
                 raise ValueError("this block has cross-attention and needs a context sequence")
             assert self.norm_cross is not None
             cross = self.cross_attn
-            x = self._sublayer(x, self.norm_cross, lambda h: cross(h, context, context_mask))
+            x = self._sublayer(x, self.norm_cross, lambda h: cross(h, context, context_mask, cache))
         return self._sublayer(x, self.norm2, self.mlp)
 
 
@@ -97,7 +100,13 @@ class Transformer(nn.Module):
         attn_mask: torch.Tensor | None = None,
         context: torch.Tensor | None = None,
         context_mask: torch.Tensor | None = None,
+        caches: list[LayerCache] | None = None,
     ) -> torch.Tensor:
+        """``caches``: one `LayerCache` per block for incremental decoding (never checkpointed)."""
+        if caches is not None:
+            for block, cache in zip(self.blocks, caches, strict=True):
+                x = block(x, attn_mask, context, context_mask, cache)
+            return x
         for block in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(block, x, attn_mask, context, context_mask, use_reentrant=False)

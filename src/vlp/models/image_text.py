@@ -43,6 +43,7 @@ from vlp.fusion import (
     build_fusion,
 )
 from vlp.heads import ITMHead, TokenPredictionHead
+from vlp.layers import KVCache
 
 ImageInput = torch.Tensor | RegionInputs
 
@@ -203,12 +204,14 @@ class ImageTextModel(nn.Module):
             out = self.fusion.encode_text_unimodal(out)
         return out
 
-    def text_embeddings(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> EncoderOutput:
+    def text_embeddings(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None
+    ) -> EncoderOutput:
         """Token + position embeddings only: what decoders and unified fusions consume."""
         raw = self._raw_text[0]
         if not isinstance(raw, TextTransformer):
             raise ValueError(f"{type(raw).__name__} exposes no token embeddings for a decoder")
-        return EncoderOutput(tokens=raw.embeddings(input_ids), mask=attention_mask)
+        return EncoderOutput(tokens=raw.embeddings(input_ids, position_ids=position_ids), mask=attention_mask)
 
     def image_embeddings(self, image: ImageInput) -> EncoderOutput:
         """Input tokens of the image side for a unified fusion (patch embeddings)."""
@@ -231,11 +234,16 @@ class ImageTextModel(nn.Module):
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         return self.project_text(self.text_features(input_ids, attention_mask), normalize)
 
+    def image_for_fusion(self, image: ImageInput) -> EncoderOutput:
+        """What the fusion/decoder reads of an image: patch embeddings for unified models (the
+        shared stack encodes them jointly), the image encoder's output otherwise."""
+        return self.image_embeddings(image) if self.unified else self.image_features(image)
+
     # ------------------------------------------------------------------ multimodal
     def pair_features(self, image: ImageInput, input_ids: torch.Tensor, attention_mask: torch.Tensor, unimodal: bool = True) -> PairFeatures:
         """Unimodal features (for ITC) and fusion inputs, sharing the work where they coincide."""
         if self.unified:
-            image_in, text_in = self.image_embeddings(image), self.text_embeddings(input_ids, attention_mask)
+            image_in, text_in = self.image_for_fusion(image), self.text_embeddings(input_ids, attention_mask)
             image_uni = self.fusion.encode_image(image_in) if unimodal else image_in  # type: ignore[union-attr]
             text_uni = self.fusion.encode_text(text_in) if unimodal else text_in  # type: ignore[union-attr]
             return PairFeatures(image_uni, text_uni, image_in, text_in)
@@ -263,16 +271,47 @@ class ImageTextModel(nn.Module):
             raise ValueError("this model has no fusion module (a dual encoder)")
         return self.fusion(image, text, mode=mode, prefix_length=prefix_length)
 
-    def decode(self, image: EncoderOutput, input_ids: torch.Tensor, attention_mask: torch.Tensor, mode: str = "causal", prefix_length: Any = None) -> FusionOutput:
+    def decode(
+        self,
+        image: EncoderOutput | None,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        mode: str = "causal",
+        prefix_length: Any = None,
+        cache: KVCache | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> FusionOutput:
         """Run the language-modelling path: the decoder if there is one, else the fusion with a causal
-        or seq2seq mask. Text enters as embeddings; the mode keeps later tokens invisible."""
+        or seq2seq mask. Text enters as embeddings; the mode keeps later tokens invisible.
+
+        ``cache`` (incremental decoding, `vlp.generation`): the first call (image + prompt) fills it;
+        later calls pass only the new tokens (``image`` may be None), which take the next text
+        positions of their rows and see everything cached. ``position_ids`` overrides positions
+        (a full recomputation that must match a cached run with padded prompts)."""
         module = self.decoder if self.decoder is not None else self.fusion
         if module is None:
             raise ValueError("this model has neither a decoder nor a fusion module")
-        text = self.text_embeddings(input_ids, attention_mask)
+        if cache is not None and not module.supports_cache:
+            raise ValueError(f"the {module.kind!r} module has no incremental decoding (use_cache=False)")
+        if cache is not None and not cache.empty:
+            assert cache.next_position is not None
+            position_ids = cache.next_position[:, None] + torch.arange(input_ids.shape[1], device=input_ids.device)
+        text = self.text_embeddings(input_ids, attention_mask, position_ids)
         if self.unimodal_text_decoder and self.decoder is None:
-            text = self.text_encoder(input_ids, attention_mask)  # CoCa's embeddings (+ norm); unimodal layers run inside
-        return module(image, text, mode=mode, prefix_length=prefix_length)
+            # CoCa's embeddings (+ the encoder's final norm); the unimodal layers run inside the decoder.
+            raw = self._raw_text[0]
+            if cache is None and position_ids is None:
+                text = self.text_encoder(input_ids, attention_mask)
+            elif isinstance(raw, TextTransformer) and raw.cfg.depth == 0:
+                text = EncoderOutput(tokens=raw.final_norm(text.tokens), mask=attention_mask)
+            else:
+                raise ValueError("incremental decoding needs the decoder to read bare embeddings (text_encoder.depth=0)")
+        if cache is None:  # fusions without incremental decoding take no cache argument
+            return module(image, text, mode=mode, prefix_length=prefix_length)
+        out = module(image, text, mode=mode, prefix_length=prefix_length, cache=cache)
+        count = attention_mask.long().sum(dim=1)
+        cache.next_position = count if cache.next_position is None else cache.next_position + count
+        return out
 
     def itm_logits(self, fused: FusionOutput) -> torch.Tensor:
         if self.itm_head is None or fused.pooled is None:

@@ -59,14 +59,21 @@ class TextEmbeddings(nn.Module):
         self.norm = nn.LayerNorm(width, eps=eps)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``position_ids`` [B, L] (default 0..L-1): incremental decoding embeds token t at position t."""
         length = input_ids.shape[1]
-        if length > self.position_embeddings.num_embeddings:
-            raise ValueError(
-                f"text of {length} tokens is longer than max_length {self.position_embeddings.num_embeddings}"
-            )
-        positions = torch.arange(length, device=input_ids.device)
-        x = self.word_embeddings(input_ids) + self.position_embeddings(positions)[None]
+        limit = self.position_embeddings.num_embeddings
+        if position_ids is None:
+            if length > limit:
+                raise ValueError(f"text of {length} tokens is longer than max_length {limit}")
+            pos = self.position_embeddings(torch.arange(length, device=input_ids.device))[None]
+        else:
+            if position_ids.numel() and int(position_ids.max()) >= limit:
+                raise ValueError(f"text position {int(position_ids.max())} is beyond max_length {limit}")
+            pos = self.position_embeddings(position_ids)
+        x = self.word_embeddings(input_ids) + pos
         if token_type_ids is None:
             x = x + self.token_type_embeddings.weight[0]
         else:
