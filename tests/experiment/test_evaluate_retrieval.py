@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from vlp.data.images import ImageTransform, load_rgb
 from vlp.data.readers import read_karpathy
 from vlp.data.tokenizer import TextTokenizer
 from vlp.experiment.evaluate import embed_gallery, evaluate_gallery, evaluate_retrieval
+from vlp.metrics import retrieval_recall
 from vlp.models import build_model, model_preset
 
 ITM_KEYS = ("itm_i2t_r1", "itm_t2i_r5", "itm_rsum", "itm_i2t_medr", "itm_t2i_meanr")
@@ -32,9 +34,17 @@ def test_albef_itc_and_reranked_metrics(tiny_scenes: Path) -> None:
     exhaustive = evaluate_retrieval(model, records, tokenizer, 32, 32, k_test=None, batch_size=5)
     for key in ITM_KEYS:
         assert reranked[key] == pytest.approx(exhaustive[key]), key
-    gallery = evaluate_gallery(embed_gallery(model, records, tokenizer, 32, 32))
-    for key in ("i2t_r1", "t2i_r10", "rsum", "t2i_medr", "i2t_meanr"):
-        assert reranked[key] == pytest.approx(gallery[key]), key
+    # ITC metrics against embeddings computed here, one image and one caption at a time
+    transform = ImageTransform(32)
+    with torch.no_grad():
+        img = torch.cat([model.encode_image(transform(load_rgb(r.path))[None]) for r in records])
+        txt = torch.cat([model.encode_text(*tokenizer.encode_batch([c], 32)) for r in records for c in r.captions])
+    owners = torch.arange(len(records)).repeat_interleave(5)
+    reference = retrieval_recall(img, txt, owners)
+    gallery = evaluate_gallery(embed_gallery(model, records, tokenizer, 32, 32, batch_size=5))
+    for key in ("i2t_r1", "i2t_r5", "t2i_r1", "t2i_r10", "rsum", "t2i_medr", "i2t_meanr"):
+        assert reranked[key] == pytest.approx(reference[key]), key
+        assert gallery[key] == pytest.approx(reference[key]), key
     assert reranked["images"] == 12 and reranked["captions"] == 60 and reranked["k_test"] == 64
     small_k = evaluate_retrieval(model, records, tokenizer, 32, 32, k_test=3)
     # re-ranking only permutes each query's ITC top 3, so every R@K with K >= 3 keeps its ITC value

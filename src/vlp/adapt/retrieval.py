@@ -105,14 +105,16 @@ def encode_gallery(
     max_length: int,
     device: torch.device | str = "cpu",
     text_batch_size: int = 256,
+    fusion: bool = True,
 ) -> GalleryFeatures:
     """Encode a split once: ``images`` yields ``(image input, image_ids, skipped)`` batches (pixels
     from `vlp.experiment.foils.pixel_loader`, or region features); ``captions_by_image`` maps each
-    image id to its captions. Unreadable images are absent, with their captions."""
+    image id to its captions. Unreadable images are absent, with their captions. ``fusion=False``
+    skips caching the fusion inputs (ITC-only evaluation of a model that also has ITM)."""
     model.eval()
-    itc, itm = model.cfg.contrastive, model.itm_head is not None
+    itc, itm = model.cfg.contrastive, fusion and model.itm_head is not None
     if not (itc or itm):
-        raise ValueError("retrieval needs a contrastive (ITC) head or an ITM head; this model has neither")
+        raise ValueError("retrieval needs a contrastive (ITC) head or an ITM head (with fusion=True); this model has neither")
     image_ids: list[int] = []
     fusion_in: list[EncoderOutput] = []
     embeds: list[torch.Tensor] = []

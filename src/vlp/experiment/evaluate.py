@@ -21,7 +21,7 @@ from vlp.data.records import ImageRecord
 from vlp.data.tokenizer import TextTokenizer
 from vlp.experiment.foils import pixel_loader
 from vlp.metrics import retrieval_recall
-from vlp.metrics.retrieval import metrics_from_ranks, retrieval_metrics_from_candidates, retrieval_metrics_from_scores, retrieval_ranks
+from vlp.metrics.retrieval import RetrievalRanks, metrics_from_ranks, retrieval_metrics_from_candidates, retrieval_metrics_from_scores, retrieval_ranks
 from vlp.models import ImageTextModel
 
 
@@ -49,40 +49,26 @@ def embed_gallery(
     device: torch.device | str = "cpu",
     num_workers: int = 0,
 ) -> Gallery:
-    model.eval()
+    """ITC embeddings of a split (on the CPU), for recall@K and report examples."""
+    if not model.cfg.contrastive:
+        raise ValueError("embed_gallery needs a model with a contrastive (ITC) head")
     loader = DataLoader(
         ImageDataset(records, ImageTransform(image_size)),
         batch_size=batch_size,
         collate_fn=ImageCollator(),
         num_workers=num_workers,
     )
-    index_of = {record.image_id: i for i, record in enumerate(records)}
-    kept_rows: list[int] = []
-    image_chunks: list[torch.Tensor] = []
-    skipped = 0
-    for pixels, image_ids, batch_skipped in loader:
-        skipped += batch_skipped
-        if len(image_ids) == 0:
-            continue
-        image_chunks.append(model.encode_image(pixels.to(device)).float().cpu())
-        kept_rows.extend(index_of[int(i)] for i in image_ids)
-    kept = [records[i] for i in kept_rows]
-    captions: list[str] = []
-    owners: list[int] = []
-    for row, record in enumerate(kept):
-        captions.extend(record.captions)
-        owners.extend([row] * len(record.captions))
-    text_chunks = []
-    for start in range(0, len(captions), batch_size):
-        ids, mask = tokenizer.encode_batch(captions[start : start + batch_size], max_length)
-        text_chunks.append(model.encode_text(ids.to(device), mask.to(device)).float().cpu())
+    captions = {record.image_id: record.captions for record in records}
+    features = encode_gallery(model, loader, captions, tokenizer, max_length, device=device, text_batch_size=batch_size, fusion=False)
+    by_id = {record.image_id: record for record in records}
+    assert features.image_embeds is not None and features.text_embeds is not None
     return Gallery(
-        records=kept,
-        captions=captions,
-        text_to_image=torch.tensor(owners, dtype=torch.long),
-        image_embeds=torch.cat(image_chunks) if image_chunks else torch.empty(0),
-        text_embeds=torch.cat(text_chunks) if text_chunks else torch.empty(0),
-        skipped_images=skipped,
+        records=[by_id[int(i)] for i in features.image_ids],
+        captions=features.captions,
+        text_to_image=features.text_to_image,
+        image_embeds=features.image_embeds.cpu(),
+        text_embeds=features.text_embeds.cpu(),
+        skipped_images=features.skipped_images,
     )
 
 
@@ -130,20 +116,18 @@ def evaluate_retrieval(
     captions = {r.image_id: r.captions for r in records}
     features = encode_gallery(model, loader, captions, tokenizer, max_length, device=device, text_batch_size=batch_size)
     owners = features.text_to_image
-    metrics: dict[str, float] = {}
-    itc = None
-    if features.image_embeds is not None and features.text_embeds is not None:
-        itc = retrieval_ranks(features.image_embeds, features.text_embeds, owners, chunk_size)
-        metrics.update(metrics_from_ranks(itc, ks))
+    has_itc = features.image_embeds is not None and features.text_embeds is not None
+    itc: RetrievalRanks | None = None
+    itm: dict[str, float] | None = None
     if features.image_for_fusion is not None:
         if candidates is not None:
             if features.skipped_images:
                 raise ValueError(f"candidates index gallery rows, but {features.skipped_images} images could not be read")
             i2t, t2i = rerank_candidates(model, features, candidates[0], candidates[1], fusion_batch_size, itm_score)
             itm = retrieval_metrics_from_candidates(i2t, t2i, owners, features.num_images, ks)
-        elif k_test is not None and itc is not None:
+        elif k_test is not None and has_itc:
             result = itm_rerank(model, features, k_test, itm_score, add_itc, fusion_batch_size, chunk_size)
-            itm = metrics_from_ranks(result.ranks, ks)
+            itc, itm = result.itc, metrics_from_ranks(result.ranks, ks)
         elif k_test is not None:
             raise ValueError("k_test re-ranks ITC candidates, but this model has no contrastive head: pass candidates, or k_test=None to score every pair")
         else:
@@ -154,6 +138,12 @@ def evaluate_retrieval(
             if add_itc and features.image_embeds is not None and features.text_embeds is not None:
                 scores = scores + features.image_embeds @ features.text_embeds.t()
             itm = retrieval_metrics_from_scores(scores, owners, ks=ks)
+    metrics: dict[str, float] = {}
+    if has_itc:
+        if itc is None:
+            itc = retrieval_ranks(features.image_embeds, features.text_embeds, owners, chunk_size)  # type: ignore[arg-type]
+        metrics.update(metrics_from_ranks(itc, ks))
+    if itm is not None:
         metrics.update({f"itm_{key}": value for key, value in itm.items()})
         if k_test is not None:
             metrics["k_test"] = float(k_test)
