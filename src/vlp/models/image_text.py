@@ -242,22 +242,29 @@ class ImageTextModel(nn.Module):
     # ------------------------------------------------------------------ multimodal
     def pair_features(self, image: ImageInput, input_ids: torch.Tensor, attention_mask: torch.Tensor, unimodal: bool = True) -> PairFeatures:
         """Unimodal features (for ITC) and fusion inputs, sharing the work where they coincide."""
+        image_uni, image_in = self.image_pair_features(image, unimodal)
+        text_uni, text_in = self.text_pair_features(input_ids, attention_mask, unimodal)
+        return PairFeatures(image_uni, text_uni, image_in, text_in)
+
+    def image_pair_features(self, image: ImageInput, unimodal: bool = True) -> tuple[EncoderOutput, EncoderOutput]:
+        """The image half of `pair_features`: (unimodal features, fusion input). The halves are
+        independent, so a retrieval gallery can encode its images and its captions separately, once."""
         if self.unified:
-            image_in, text_in = self.image_for_fusion(image), self.text_embeddings(input_ids, attention_mask)
-            image_uni = self.fusion.encode_image(image_in) if unimodal else image_in  # type: ignore[union-attr]
-            text_uni = self.fusion.encode_text(text_in) if unimodal else text_in  # type: ignore[union-attr]
-            return PairFeatures(image_uni, text_uni, image_in, text_in)
+            image_in = self.image_for_fusion(image)
+            return (self.fusion.encode_image(image_in) if unimodal else image_in), image_in  # type: ignore[union-attr]
         image_out = self.image_features(image)
-        if self.shared_text:  # BLIP: unimodal pass through the shared stack, fusion reads embeddings
+        return image_out, image_out
+
+    def text_pair_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, unimodal: bool = True) -> tuple[EncoderOutput, EncoderOutput]:
+        """The text half of `pair_features`: (unimodal features, fusion input)."""
+        if self.shared_text:  # BLIP and unified models: unimodal pass through the shared stack, fusion reads embeddings
             text_in = self.text_embeddings(input_ids, attention_mask)
-            text_uni = self.fusion.encode_text(text_in) if unimodal else text_in  # type: ignore[union-attr]
-            return PairFeatures(image_out, text_uni, image_out, text_in)
+            return (self.fusion.encode_text(text_in) if unimodal else text_in), text_in  # type: ignore[union-attr]
         if self.unimodal_text_decoder:  # CoCa: the decoder re-runs its unimodal layers from embeddings
             text_in = self.text_encoder(input_ids, attention_mask)
-            text_uni = self.fusion.encode_text_unimodal(text_in) if unimodal else text_in  # type: ignore[union-attr]
-            return PairFeatures(image_out, text_uni, image_out, text_in)
+            return (self.fusion.encode_text_unimodal(text_in) if unimodal else text_in), text_in  # type: ignore[union-attr]
         text_out = self.text_encoder(input_ids, attention_mask)
-        return PairFeatures(image_out, text_out, image_out, text_out)
+        return text_out, text_out
 
     def text_for_fusion(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> EncoderOutput:
         """What the fusion consumes for (e.g. masked) text: embeddings for unified models and CoCa,
