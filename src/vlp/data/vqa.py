@@ -309,16 +309,21 @@ class VQACollator:
     """``collate_fn`` for ``VQADataset``: stack images, tokenise questions (and answers), densify targets.
 
     ``num_answers`` sizes ``targets`` (0: no targets); ``answer_length`` > 0 also tokenises each
-    question's majority answer for generative fine-tuning. Picklable, like ``PairCollator``.
+    question's majority answer for generative fine-tuning. ``max_length`` bounds what the model
+    reads: with answers, the joined ``[CLS] q [SEP] a [SEP]``, so questions are cut to
+    ``max_length - answer_length + 1`` tokens. Picklable, like ``PairCollator``.
     """
 
     def __init__(self, tokenizer: TextTokenizer, max_length: int, num_answers: int = 0, answer_length: int = 0):
-        if max_length < 2:
-            raise ValueError(f"max_length must be >= 2 to hold [CLS] and [SEP], got {max_length}")
         if answer_length == 1 or answer_length < 0:
             raise ValueError(f"answer_length must be 0 (no answers) or >= 2, got {answer_length}")
+        question_length = max_length - answer_length + 1 if answer_length else max_length
+        if question_length < 2:
+            raise ValueError(
+                f"max_length={max_length} leaves {question_length} tokens for [CLS] question [SEP] after an answer of {answer_length}"
+            )
         self.tokenizer = tokenizer
-        self.max_length = max_length
+        self.max_length = question_length
         self.num_answers = num_answers
         self.answer_length = answer_length
 

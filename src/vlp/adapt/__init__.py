@@ -1,0 +1,1 @@
+"""Adapting pre-trained models to downstream tasks (VQA, retrieval re-ranking, zero-shot)."""
