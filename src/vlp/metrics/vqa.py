@@ -22,7 +22,7 @@ normalises the human answers like the prediction, which is what data with raw an
 from __future__ import annotations
 
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -218,7 +218,3 @@ def vqa_accuracy(
         count=len(per_question),
     )
 
-
-def majority_counts(answers: Sequence[str]) -> Counter[str]:
-    """Counts of the fully normalised human answers of one question (training targets, vocabularies)."""
-    return Counter(normalize_answer(a) for a in answers)
