@@ -1,2 +1,3 @@
 """Using pre-trained models on downstream tasks: retrieval with ITM re-ranking, zero-shot
-classification, VQA. Import the submodules directly (``vlp.adapt.retrieval``...)."""
+classification, VQA (classifier or answer ranking). Import the submodules directly
+(``vlp.adapt.retrieval``, ``vlp.adapt.zeroshot``, ``vlp.adapt.vqa``)."""
