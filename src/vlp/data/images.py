@@ -87,16 +87,18 @@ def decode_rgb(data: bytes, name: str | os.PathLike[str], max_pixels: int = MAX_
     return _decode(io.BytesIO(data), name, max_pixels)
 
 
-def image_size(path: str | os.PathLike[str], max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[int, int]:
+def image_size(source: str | os.PathLike[str] | bytes, max_pixels: int = MAX_IMAGE_PIXELS, name: str | None = None) -> tuple[int, int]:
     """``(width, height)`` as displayed (EXIF rotation applied) from the header only: PIL opens
-    lazily, so no pixel data is decoded. For dataset inspection; errors as in ``load_rgb``."""
+    lazily, so no pixel data is decoded (a truncated body goes unnoticed here; ``load_rgb`` sees
+    it). ``source`` is a path or encoded bytes (then ``name`` is used in errors). For inspection."""
+    label = name if name is not None else ("<bytes>" if isinstance(source, bytes) else source)
     try:
-        if os.path.getsize(path) == 0:
-            raise CorruptImageError(path, "empty file (0 bytes)")
+        if (len(source) if isinstance(source, bytes) else os.path.getsize(source)) == 0:
+            raise CorruptImageError(label, "empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                _check_pixels(img, path, max_pixels)
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+                _check_pixels(img, label, max_pixels)
                 w, h = img.size
                 # orientations 5-8 swap width and height
                 if img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
@@ -105,7 +107,7 @@ def image_size(path: str | os.PathLike[str], max_pixels: int = MAX_IMAGE_PIXELS)
     except CorruptImageError:
         raise
     except Exception as e:
-        raise CorruptImageError(path, f"{type(e).__name__}: {e}") from e
+        raise CorruptImageError(label, f"{type(e).__name__}: {e}") from e
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
