@@ -13,12 +13,11 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from vlp.data.formats import FormatOptions, read_samples
-from vlp.data.images import CorruptImageError, image_size, load_rgb, decode_rgb
+from vlp.data.images import CorruptImageError, decode_rgb, image_size, load_rgb
 from vlp.data.records import DataWarning, ReadStats
 
 __all__ = ["DatasetReport", "inspect_dataset", "format_report", "CAPTION_BINS", "SIZE_BINS"]

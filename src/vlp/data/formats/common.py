@@ -33,6 +33,7 @@ __all__ = [
     "Row",
     "group_rows",
     "check_new_name",
+    "written_images",
 ]
 
 # Extensions (lower case, no dot) treated as images by the folder and WebDataset formats.
@@ -219,3 +220,17 @@ def check_new_name(names: set[str], name: str, dst: Path) -> None:
     if name in names:
         raise DataFormatError(f"{dst}: two images would be written to the same name {name!r}")
     names.add(name)
+
+
+def written_images(
+    samples: Iterable[ImageSample], dst_root: Path, image_format: str | None, stats: ReencodeStats
+) -> Iterator[tuple[ImageSample, str]]:
+    """Write every sample's image under ``dst_root`` and yield ``(sample, name written)``; what
+    could not be re-encoded is left out (counted in ``stats``), a repeated name is an error. The
+    loop of every file-based writer, which then records the captions in its own layout."""
+    names: set[str] = set()
+    for sample in samples:
+        name = write_image(sample, dst_root, image_format, stats)
+        if name is not None:
+            check_new_name(names, name, dst_root)
+            yield sample, name

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection, Iterable
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
-from vlp.data.formats.common import IMAGE_EXTENSIONS, ImageSample, ReencodeStats, check_new_name, write_image
+from vlp.data.formats.common import IMAGE_EXTENSIONS, ImageSample, ReencodeStats, check_new_name, written_images
 from vlp.data.readers import _abs, _normalise_splits, finish_records
 from vlp.data.records import DataFormatError, ImageRecord, ReadStats
 
@@ -72,14 +73,11 @@ def write_folder(
     """
     base = Path(root)
     stats = stats if stats is not None else ReencodeStats()
+    if split_dirs:
+        samples = (replace(s, name=f"{s.split}/{s.name}") for s in samples)
     sidecars: set[str] = set()
     written = 0
-    for sample in samples:
-        if split_dirs:
-            sample = ImageSample(sample.image_id, sample.split, sample.captions, f"{sample.split}/{sample.name}", sample.path, sample.data)
-        name = write_image(sample, base, image_format, stats)
-        if name is None:
-            continue
+    for sample, name in written_images(samples, base, image_format, stats):
         sidecar = str(PurePosixPath(name).with_suffix(".txt"))
         check_new_name(sidecars, sidecar, base)
         (base / sidecar).write_text("".join(c + "\n" for c in sample.captions), encoding="utf-8")

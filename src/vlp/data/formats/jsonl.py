@@ -15,7 +15,7 @@ from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from vlp.data.formats.common import ImageSample, ReencodeStats, Row, check_new_name, group_rows, write_image
+from vlp.data.formats.common import ImageSample, ReencodeStats, Row, group_rows, written_images
 from vlp.data.readers import _abs, _load_json, _normalise_splits
 from vlp.data.records import DataFormatError, ImageRecord, ReadStats
 
@@ -95,14 +95,9 @@ def write_jsonl(
     file = Path(path)
     file.parent.mkdir(parents=True, exist_ok=True)
     stats = stats if stats is not None else ReencodeStats()
-    names: set[str] = set()
     lines = 0
     with open(file, "w", encoding="utf-8") as f:
-        for sample in samples:
-            name = write_image(sample, file.parent, image_format, stats)
-            if name is None:
-                continue
-            check_new_name(names, name, file)
+        for sample, name in written_images(samples, file.parent, image_format, stats):
             obj = {"image": name, "captions": list(sample.captions), "split": sample.split, "image_id": sample.image_id}
             f.write(json.dumps(obj, ensure_ascii=False) + "\n")
             lines += 1

@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
-from vlp.data.formats.common import ImageSample, ReencodeStats, check_new_name, write_image
+from vlp.data.formats.common import ImageSample, ReencodeStats, written_images
 
 __all__ = ["write_karpathy", "write_coco", "karpathy_tokens"]
 
@@ -35,14 +35,9 @@ def write_karpathy(
     base = Path(root)
     base.mkdir(parents=True, exist_ok=True)
     stats = stats if stats is not None else ReencodeStats()
-    names: set[str] = set()
     images = []
     sentence_id = 0
-    for sample in samples:
-        name = write_image(sample, base, image_format, stats)
-        if name is None:
-            continue
-        check_new_name(names, name, base)
+    for sample, name in written_images(samples, base, image_format, stats):
         pure = PurePosixPath(name)
         sentences = []
         for caption in sample.captions:
@@ -77,14 +72,9 @@ def write_coco(
     base = Path(root)
     base.mkdir(parents=True, exist_ok=True)
     stats = stats if stats is not None else ReencodeStats()
-    names: set[str] = set()
     by_split: dict[str, dict[str, list]] = {}
     annotation_id = 0
-    for sample in samples:
-        name = write_image(sample, base, image_format, stats)
-        if name is None:
-            continue
-        check_new_name(names, name, base)
+    for sample, name in written_images(samples, base, image_format, stats):
         tables = by_split.setdefault(sample.split, {"images": [], "annotations": []})
         tables["images"].append({"id": sample.image_id, "file_name": name})
         for caption in sample.captions:

@@ -15,7 +15,7 @@ import os
 from collections.abc import Collection, Iterable
 from pathlib import Path
 
-from vlp.data.formats.common import ImageSample, ReencodeStats, Row, check_new_name, group_rows, write_image
+from vlp.data.formats.common import ImageSample, ReencodeStats, Row, group_rows, written_images
 from vlp.data.readers import _abs, _normalise_splits
 from vlp.data.records import DataFormatError, ImageRecord, ReadStats
 
@@ -100,15 +100,10 @@ def write_csv(
     file.parent.mkdir(parents=True, exist_ok=True)
     stats = stats if stats is not None else ReencodeStats()
     rows = 0
-    names: set[str] = set()
     with open(file, "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f, delimiter=sep, lineterminator="\n")
         writer.writerow([img_key, caption_key, split_key, "image_id"])
-        for sample in samples:
-            name = write_image(sample, file.parent, image_format, stats)
-            if name is None:
-                continue
-            check_new_name(names, name, file)
+        for sample, name in written_images(samples, file.parent, image_format, stats):
             for caption in sample.captions:
                 writer.writerow([name, caption, sample.split, sample.image_id])
                 rows += 1
