@@ -123,3 +123,118 @@ def test_transform_validates_and_pickles():
     t = pickle.loads(pickle.dumps(ImageTransform(8)))
     img = _noise(8, 8)
     assert torch.equal(t(img), ImageTransform(8)(img))
+
+
+# ---------------------------------------------------------------- odd modes, EXIF, bombs
+
+
+def test_sixteen_bit_gray_is_scaled_not_clipped(tmp_path):
+    values = np.array([[0, 257 * 100], [65535, 257 * 7]], dtype=np.uint16)
+    path = tmp_path / "g16.png"
+    Image.fromarray(values).save(path)
+    assert Image.open(path).mode.startswith("I")  # PIL keeps 16 bits: a plain convert would clip
+    rgb = np.asarray(load_rgb(path))
+    assert rgb.shape == (2, 2, 3)
+    np.testing.assert_array_equal(rgb[..., 0], [[0, 100], [255, 7]])
+    assert (rgb[..., 0] == rgb[..., 2]).all()
+
+
+def test_int32_gray_tiff(tmp_path):
+    values = np.array([[0, 65535], [257 * 3, 257 * 200]], dtype=np.int32)
+    path = tmp_path / "i32.tif"
+    Image.fromarray(values, mode="I").save(path)
+    np.testing.assert_array_equal(np.asarray(load_rgb(path))[..., 1], [[0, 255], [3, 200]])
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_transparent_pixels_become_white(tmp_path, mode):
+    rgba = np.zeros((2, 3, 4), dtype=np.uint8)
+    rgba[0, 0] = (10, 20, 30, 255)  # opaque: kept
+    rgba[0, 1] = (0, 0, 0, 0)  # fully transparent black: white, not black
+    rgba[0, 2] = (0, 0, 0, 128)  # half transparent black over white: mid grey
+    path = tmp_path / "t.png"
+    Image.fromarray(rgba, mode="RGBA").convert(mode).save(path)
+    rgb = np.asarray(load_rgb(path)).astype(int)
+    if mode == "RGBA":
+        np.testing.assert_array_equal(rgb[0, 0], (10, 20, 30))
+    np.testing.assert_array_equal(rgb[0, 1], (255, 255, 255))
+    assert np.all(np.abs(rgb[0, 2] - 127) <= 1)
+
+
+def test_palette_with_transparency(tmp_path):
+    img = Image.new("P", (4, 2), 0)
+    img.putpalette([0, 0, 0, 200, 30, 40] + [0, 0, 0] * 254)
+    img.putpixel((1, 0), 1)
+    path = tmp_path / "p.png"
+    img.save(path, transparency=0)  # palette index 0 (black) is transparent
+    assert Image.open(path).info.get("transparency") == 0
+    rgb = np.asarray(load_rgb(path))
+    np.testing.assert_array_equal(rgb[0, 1], (200, 30, 40))
+    np.testing.assert_array_equal(rgb[0, 0], (255, 255, 255))
+
+
+def test_cmyk_jpeg_colours(tmp_path):
+    path = tmp_path / "cmyk.jpg"
+    Image.new("RGB", (16, 16), (200, 40, 40)).convert("CMYK").save(path, quality=100)
+    assert Image.open(path).mode == "CMYK"
+    rgb = np.asarray(load_rgb(path)).astype(int)
+    assert np.all(np.abs(rgb - (200, 40, 40)) <= 6)
+
+
+@pytest.mark.parametrize("orientation, size", [(1, (6, 4)), (3, (6, 4)), (6, (4, 6)), (8, (4, 6))])
+def test_exif_orientation_applied(tmp_path, orientation, size):
+    from vlp.data.images import image_size
+
+    arr = np.zeros((4, 6, 3), dtype=np.uint8)
+    arr[0, 0] = 255  # a white top-left pixel marks where the stored image's origin goes
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "o.png"
+    Image.fromarray(arr).save(path, exif=exif)
+    img = load_rgb(path)
+    assert img.size == size and image_size(path) == size
+    white = tuple(int(v) for v in np.argwhere(np.asarray(img)[..., 0] > 128)[0])
+    h, w = size[1], size[0]
+    expected = {1: (0, 0), 3: (h - 1, w - 1), 6: (0, w - 1), 8: (h - 1, 0)}[orientation]
+    assert white == expected
+
+
+def test_decompression_bomb_refused_from_header(tmp_path):
+    from vlp.data.images import ImageTooLargeError, decode_rgb, image_size
+
+    path = tmp_path / "bomb.png"
+    Image.new("L", (3000, 2000)).save(path)  # tiny file, 6 M pixels
+    with pytest.raises(ImageTooLargeError, match="6,000,000 pixels exceeds the limit of 1,000,000") as info:
+        load_rgb(path, max_pixels=1_000_000)
+    assert isinstance(info.value, CorruptImageError)  # datasets skip and count it
+    with pytest.raises(ImageTooLargeError):
+        image_size(path, max_pixels=1_000_000)
+    with pytest.raises(ImageTooLargeError):
+        decode_rgb(path.read_bytes(), "mem.png", max_pixels=1_000_000)
+    assert load_rgb(path).size == (3000, 2000)  # under the default limit
+
+
+def test_pil_bomb_warning_is_an_error(tmp_path, monkeypatch):
+    path = tmp_path / "big.png"
+    Image.new("L", (100, 100)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 6000)  # PIL warns between 6000 and 12000 pixels
+    with pytest.raises(CorruptImageError, match="DecompressionBomb"):
+        load_rgb(path)
+
+
+def test_decode_rgb_bytes_and_empty():
+    from vlp.data.images import decode_rgb
+
+    data = _encoded(_noise(5, 3), "PNG")
+    np.testing.assert_array_equal(np.asarray(decode_rgb(data, "x.png")), np.asarray(_noise(5, 3)))
+    with pytest.raises(CorruptImageError, match=r"s\.tar:k\.jpg.*empty file"):
+        decode_rgb(b"", "s.tar:k.jpg")
+    with pytest.raises(CorruptImageError, match="k.jpg"):
+        decode_rgb(_encoded(_noise(64, 64), "JPEG")[:300], "k.jpg")
+
+
+def test_zero_byte_file_message(tmp_path):
+    path = tmp_path / "zero.jpg"
+    path.write_bytes(b"")
+    with pytest.raises(CorruptImageError, match="empty file"):
+        load_rgb(path)

@@ -53,7 +53,7 @@ def test_coco_captions_real_sample_matches_karpathy():
     assert (stats.images, stats.captions) == (101, 505)
     assert {r.split for r in coco} == {"val"}
     karpathy_raw = json.loads((COCO / "dataset_coco.json").read_text())["images"]
-    by_cocoid = {e["cocoid"]: tuple(s["raw"].strip() for s in e["sentences"]) for e in karpathy_raw}
+    by_cocoid = {e["cocoid"]: tuple(" ".join(s["raw"].split()) for s in e["sentences"]) for e in karpathy_raw}
     for r in coco:
         assert r.captions == by_cocoid[r.image_id]
         assert r.path.is_file()
@@ -227,3 +227,14 @@ def test_coco_malformed(tmp_path, data, where):
     with pytest.raises(DataFormatError) as info:
         read_coco_captions(path, tmp_path)
     assert str(path) in str(info.value) and where in str(info.value)
+
+
+def test_captions_nfc_and_whitespace_collapsed(tmp_path):
+    from vlp.data.readers import normalise_caption
+
+    assert normalise_caption(" cafe\u0301\tau  lait\n ") == "caf\u00e9 au lait"
+    _image(tmp_path, "a.jpg")
+    data = {"images": [_karpathy_entry(0, "a.jpg", raws=("two  spaces\tand tab", "e\u0301"))]}
+    (tmp_path / "d.json").write_text(json.dumps(data))
+    (record,) = read_karpathy(tmp_path / "d.json")
+    assert record.captions == ("two spaces and tab", "\u00e9")

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from vlp.cli import data_cmds
 from vlp.config import ConfigError, apply_overrides, load_yaml_config, to_dict
 
 
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     scenes.add_argument("--num-test-novel", type=int, default=1000)
     scenes.add_argument("--workers", type=int, default=None)
     scenes.set_defaults(func=cmd_data_scenes)
+    data_cmds.register(data)
 
     train = sub.add_parser("train", help="pre-train a model")
     _add_experiment_args(train)

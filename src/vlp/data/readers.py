@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 import warnings
 from collections.abc import Collection
 from pathlib import Path
@@ -17,7 +18,15 @@ from typing import Any
 
 from vlp.data.records import DataFormatError, DataWarning, ImageRecord, ReadStats
 
-__all__ = ["read_karpathy", "read_coco_captions", "ReadStats", "DataFormatError", "DataWarning"]
+__all__ = [
+    "read_karpathy",
+    "read_coco_captions",
+    "normalise_caption",
+    "finish_records",
+    "ReadStats",
+    "DataFormatError",
+    "DataWarning",
+]
 
 # Karpathy's "restval" split is the part of COCO val2014 that everyone trains on.
 _SPLIT_ALIASES = {"restval": "train"}
@@ -67,7 +76,7 @@ def read_karpathy(
         if wanted is not None and split not in wanted:
             continue
         candidates.append((image_id, root / filepath / filename, split, raws))
-    return _finish(candidates, path, root, stats)
+    return finish_records(candidates, path, root, stats)
 
 
 def read_coco_captions(
@@ -112,27 +121,42 @@ def read_coco_captions(
             )
         captions[image_id].append(caption)
     candidates = [(iid, root / name, split, captions[iid]) for iid, name in order]
-    return _finish(candidates, path, root, stats)
+    return finish_records(candidates, path, root, stats)
 
 
 # ---------------------------------------------------------------------------------------------
 # helpers
 
 
-def _finish(
+def normalise_caption(text: str) -> str:
+    """NFC-normalised, whitespace runs (tabs, newlines, double spaces) collapsed to one space, stripped.
+
+    NFC makes the same visible caption the same string whichever way it was typed (a precomposed
+    "é" versus "e" + combining accent), so tokenizers and duplicate checks agree across formats.
+    """
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+def finish_records(
     candidates: list[tuple[int, Path, str, list[str]]],
     json_path: Path,
     root: Path,
     stats: ReadStats | None,
+    urls: int = 0,
 ) -> list[ImageRecord]:
-    """Drop missing images and empty captions, warn once per kind, fill ``stats``."""
+    """Drop missing images and empty captions, warn once per kind, fill ``stats``.
+
+    Shared by every reader (``vlp.data.formats`` too): ``candidates`` are (image id, absolute
+    image path, split, raw captions); captions are normalised with ``normalise_caption``.
+    ``urls`` counts entries the caller already left out because their image is a URL.
+    """
     records: list[ImageRecord] = []
     missing = empty = captionless = n_captions = 0
     for image_id, image_path, split, raws in candidates:
         if not image_path.is_file():
             missing += 1
             continue
-        kept = tuple(c for c in (r.strip() for r in raws) if c)
+        kept = tuple(c for c in (normalise_caption(r) for r in raws) if c)
         empty += len(raws) - len(kept)
         if not kept:
             captionless += 1
@@ -144,6 +168,14 @@ def _finish(
         warnings.warn(
             f"{missing} of {len(candidates)} images listed in {json_path} are missing under "
             f"{root}; skipped",
+            DataWarning,
+            stacklevel=3,
+        )
+    if urls:
+        warnings.warn(
+            f"{urls} image(s) in {json_path} are URLs, which vlp does not download (no network at "
+            "training time); skipped. Download them first (e.g. with img2dataset) and point the "
+            "file at the local copies",
             DataWarning,
             stacklevel=3,
         )
@@ -160,6 +192,7 @@ def _finish(
         stats.missing_images = missing
         stats.empty_captions = empty
         stats.images_without_captions = captionless
+        stats.url_images = urls
     return records
 
 

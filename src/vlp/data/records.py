@@ -46,7 +46,8 @@ class ReadStats:
     missing_images: int = 0  # listed in the file but not a file under the image root
     empty_captions: int = 0  # empty or whitespace-only captions dropped
     images_without_captions: int = 0  # images dropped because no caption was left
+    url_images: int = 0  # http(s)/s3/... image references: cannot be downloaded here, dropped
 
     def reset(self) -> None:
         self.images = self.captions = self.missing_images = 0
-        self.empty_captions = self.images_without_captions = 0
+        self.empty_captions = self.images_without_captions = self.url_images = 0

@@ -5,10 +5,11 @@ Kept apart from the CLI so notebooks and tests can build exactly what `vlp train
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from vlp.data.datasets import CaptionPairDataset, PairCollator
+from vlp.data.formats import FormatOptions, read_records
 from vlp.data.images import ImageTransform
 from vlp.data.readers import read_karpathy
 from vlp.data.records import ImageRecord
@@ -40,15 +41,30 @@ def dataset_json(data: DataConfig) -> Path:
 
 
 def load_records(data: DataConfig, splits: list[str] | tuple[str, ...]) -> dict[str, list[ImageRecord]]:
-    """Records per split, read once from the Karpathy JSON (scenes are written in that format)."""
+    """Records per split: read once from the Karpathy JSON (scenes are written in that format) or the
+    file of another format, or once per split when data.path holds a "{split}" pattern."""
     path = dataset_json(data)
-    records = read_karpathy(path, image_root=data.image_root, splits=set(splits))
+    if data.format in ("scenes", "karpathy"):
+        records = read_karpathy(path, image_root=data.image_root, splits=set(splits))
+    else:
+        options = FormatOptions(
+            image_root=data.image_root, csv_image_key=data.csv_image_key, csv_caption_key=data.csv_caption_key,
+            separator=data.separator, split_key=data.split_key, image_key=data.image_key, split_dirs=data.split_dirs,
+        )
+        if "{split}" in data.path:
+            records = [r for s in splits for r in read_records(data.format, data.path.format(split=s), replace(options, split=s), [s])]
+        else:
+            records = read_records(data.format, path, options, set(splits))
     by_split: dict[str, list[ImageRecord]] = {s: [] for s in splits}
     for record in records:
         by_split.setdefault(record.split, []).append(record)
     for split in splits:
         if not by_split[split]:
-            raise ValueError(f"split {split!r} has no images in {path}")
+            hint = "" if data.format in ("scenes", "karpathy") or "{split}" in data.path else (
+                f"; {data.format} entries without a split are {FormatOptions.split!r}: give the file a split column "
+                "(csv/tsv split_key, jsonl \"split\") or put {split} in data.path (one file per split)"
+            )
+            raise ValueError(f"split {split!r} has no images in {path}{hint}")
     return by_split
 
 

@@ -28,10 +28,18 @@ class ScenesConfig:
 
 @dataclass
 class DataConfig:
-    format: Literal["scenes", "karpathy"] = "scenes"
-    # scenes: the directory to generate into / read from; karpathy: the dataset_coco.json file
+    format: Literal["scenes", "karpathy", "coco", "csv", "tsv", "jsonl", "folder", "wds"] = "scenes"
+    # scenes: the directory to generate into / read from; karpathy: the dataset_coco.json file; coco, csv,
+    # tsv, jsonl: the annotation file; folder: the image folder (see vlp.data.formats). A "{split}" in the
+    # path means one file (or folder) per split, e.g. data/{split}.csv or captions_{split}.json.
     path: str = "data/scenes"
-    image_root: str | None = None  # karpathy: directory holding `filepath/filename` (default: the JSON's folder)
+    image_root: str | None = None  # root of relative image paths (default: the annotation file's folder)
+    csv_image_key: str = "filepath"  # csv/tsv image column (open_clip's --csv-img-key)
+    csv_caption_key: str = "title"  # csv/tsv caption column (open_clip's --csv-caption-key)
+    separator: str | None = None  # csv/tsv separator (default "," for csv, tab for tsv)
+    split_key: str = "split"  # csv/tsv split column, used when the file has one
+    image_key: str = "image"  # jsonl image field
+    split_dirs: bool = False  # folder: the first directory level names the split
     train_split: str = "train"
     eval_splits: tuple[str, ...] = ("test", "test_novel")
     vocab_size: int = 1000  # WordPiece vocabulary trained on the training captions
