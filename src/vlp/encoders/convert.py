@@ -81,25 +81,27 @@ _BERT_LAYER = {
 }
 
 
-def bert_state_dict_from_hf(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
+def bert_state_dict_from_hf(state_dict: Mapping[str, torch.Tensor], prefix: str = "bert.") -> StateDict:
     """Hugging Face ``BertModel`` weights (BERT, MiniLM; also ``bert.``-prefixed task checkpoints) -> ours.
+
+    RoBERTa has BERT's layout under ``prefix="roberta."`` (its position offset is a config option).
 
     Our attention has one fused qkv projection, so its weight is the concatenation of HF's query,
     key and value weights along the output dimension (same for the biases). HF's ``pooler`` (a
     tanh layer trained for NSP) and task heads (``cls.*``) are dropped: our pooled output is the
     [CLS] state itself, and the heads of vlp are built separately.
     """
-    prefixed = any(k.startswith("bert.") for k in state_dict)
+    prefixed = any(k.startswith(prefix) for k in state_dict)
     out: StateDict = {}
     qkv: dict[str, dict[str, dict[str, torch.Tensor]]] = {}
     unexpected: list[str] = []
     for raw_key, value in state_dict.items():
         if prefixed:
-            if not raw_key.startswith("bert."):
+            if not raw_key.startswith(prefix):
                 continue  # task heads of BertFor* models (cls.predictions, classifier, ...)
-            raw_key = raw_key[len("bert.") :]
+            raw_key = raw_key[len(prefix) :]
         key = raw_key
-        if key.startswith("pooler.") or key == "embeddings.position_ids":
+        if key.startswith("pooler.") or key in ("embeddings.position_ids", "embeddings.token_type_ids"):
             continue
         emb = re.match(r"embeddings\.(word_embeddings|position_embeddings|token_type_embeddings)\.weight$", key)
         layer = re.match(r"encoder\.layer\.(\d+)\.(.+)\.(weight|bias)$", key)
