@@ -53,7 +53,8 @@ def vit_state_dict_from_timm(state_dict: Mapping[str, torch.Tensor]) -> StateDic
     """timm ``VisionTransformer`` weights -> our ``VisionTransformer`` (class token, no register tokens).
 
     The names already match except that our blocks live in ``blocks.blocks.N`` (a `Transformer`
-    holding the list). The classifier (``head``) and an identity ``fc_norm`` are dropped; anything
+    holding the list); CLIP-style ViTs add ``norm_pre`` (`ViTConfig.pre_norm`). The classifier
+    (``head``) and an identity ``fc_norm`` are dropped; anything
     else unknown (``reg_token``, layer-scale ``ls1.gamma``, ``attn_pool``) is an error.
     """
     out: StateDict = {}
@@ -64,7 +65,7 @@ def vit_state_dict_from_timm(state_dict: Mapping[str, torch.Tensor]) -> StateDic
         block = re.match(r"blocks\.(\d+)\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias)$", key)
         if block:
             out[f"blocks.{key}"] = value
-        elif key in {"cls_token", "pos_embed", "norm.weight", "norm.bias"} or key.startswith("patch_embed.proj."):
+        elif key in {"cls_token", "pos_embed", "norm.weight", "norm.bias", "norm_pre.weight", "norm_pre.bias"} or key.startswith("patch_embed.proj."):
             out[key] = value
         else:
             unexpected.append(key)
