@@ -70,6 +70,7 @@ class ModelConfig:
     learn_temperature: bool = True
     max_logit_scale: float = 100.0  # clamp of 1/tau, as in CLIP, so training cannot blow it up
     lock_image: bool = False
+    lock_text: bool = False  # LiT (Zhai et al. 2022) locks the image tower; locking a pretrained text tower is the mirror image
     grad_checkpointing: bool = False
 
     def __post_init__(self) -> None:
@@ -158,6 +159,8 @@ class ImageTextModel(nn.Module):
         self.lm_head = self._token_head(decoder or fusion, vocab_size, word_embeddings) if cfg.heads.lm else None
         if cfg.lock_image:
             self._raw_image[0].lock()
+        if cfg.lock_text:
+            self._raw_text[0].lock()
         if cfg.grad_checkpointing:
             self.set_grad_checkpointing(True)
 

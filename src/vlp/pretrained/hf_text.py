@@ -18,7 +18,7 @@ from vlp.encoders.text.transformer import TextTransformer, TextTransformerConfig
 from vlp.pretrained.common import PretrainedError, load_converted, load_weights, read_json
 from vlp.pretrained.tokenizers import bert_tokenizer, roberta_tokenizer
 
-__all__ = ["load_hf_text", "text_config_from_hf"]
+__all__ = ["load_hf_text", "load_text_weights", "text_config_from_hf"]
 
 _MODEL_TYPES = ("bert", "roberta")
 
@@ -63,15 +63,22 @@ def load_hf_text(
     pool = pool or _pooling(root) or "cls"
     cfg = text_config_from_hf(config, pool=pool, dropout=dropout)
     model_type = config.get("model_type", "bert")
-    try:
-        state_dict = bert_state_dict_from_hf(load_weights(root), prefix=f"{model_type}.")
-    except ValueError as err:
-        raise PretrainedError(str(err)) from err
-    model = TextTransformer(cfg)
-    load_converted(model, state_dict, f"Hugging Face {model_type}")
+    model = load_text_weights(TextTransformer(cfg), root, model_type)
     tokenizer: TextTokenizer | None = None
     if model_type == "bert" and (root / "vocab.txt").is_file():
         tokenizer = bert_tokenizer(root)
     elif model_type == "roberta" and (root / "merges.txt").is_file():
         tokenizer = roberta_tokenizer(root)
     return model.eval(), tokenizer
+
+
+def load_text_weights(model: TextTransformer, path: str | os.PathLike[str], model_type: str | None = None) -> TextTransformer:
+    """Copy a BERT/RoBERTa directory's weights into an existing `TextTransformer` (strict, in place)."""
+    root = Path(path)
+    model_type = model_type or read_json(root / "config.json").get("model_type", "bert")
+    try:
+        state_dict = bert_state_dict_from_hf(load_weights(root), prefix=f"{model_type}.")
+    except ValueError as err:
+        raise PretrainedError(str(err)) from err
+    load_converted(model, state_dict, f"Hugging Face {model_type} ({root})")
+    return model

@@ -43,6 +43,10 @@ class TextTransformerConfig:
     # Index of the first position embedding. RoBERTa reserves rows 0..padding_idx, so its tokens use
     # rows padding_idx+1...; its table then has max_length + position_offset rows.
     position_offset: int = 0
+    # A local Hugging Face BERT/RoBERTa/MiniLM directory whose weights initialise this tower when
+    # `build_text_transformer` builds it (LiT: a pretrained text tower). Weight metadata, not
+    # architecture: the fields above must describe that model, or loading fails naming the shapes.
+    pretrained: str = ""
 
     def __post_init__(self) -> None:
         if self.type_vocab_size < 0 or self.position_offset < 0:
@@ -153,3 +157,17 @@ class TextTransformer(Encoder):
         else:
             pooled = masked_mean(x, attention_mask)
         return EncoderOutput(tokens=x, pooled=pooled, mask=attention_mask)
+
+
+def build_text_transformer(cfg: TextTransformerConfig) -> TextTransformer:
+    """The registered builder: the encoder, initialised from `cfg.pretrained` when it is set.
+
+    Loading lives here and not in the constructor, so that building a model by hand never reads
+    files, and a checkpoint load (which overwrites the weights anyway) can skip it.
+    """
+    model = TextTransformer(cfg)
+    if cfg.pretrained:
+        from vlp.pretrained.hf_text import load_text_weights
+
+        load_text_weights(model, cfg.pretrained)
+    return model
