@@ -7,6 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
+
+from vlp.data.tokenizer import TextTokenizer
 
 MERGES = [("c", "a"), ("ca", "t</w>"), ("m", "a"), ("ma", "t</w>"), ("o", "n</w>"), ("d", "o"), ("do", "g</w>")]
 
@@ -36,3 +39,33 @@ def write_clip_vocab(directory: Path) -> Path:
 def clip_vocab() -> Callable[[Path], Path]:
     """Writes vocab.json + merges.txt (523 tokens: bytes, bytes</w>, 7 merges, SOT=519, EOT=520)."""
     return write_clip_vocab
+
+
+CAPTIONS = ["a red circle left of a blue square", "two green triangles", "a small yellow star above a circle"]
+
+
+def _make_run(run_dir: Path, preset: str) -> TextTokenizer:
+    """A run directory as `vlp train` leaves it (config, tokenizer, one checkpoint), without training."""
+    from vlp.experiment.build import build_task
+    from vlp.experiment.config import with_vocab_size
+    from vlp.experiment.presets import experiment_preset
+    from vlp.experiment.run import save_config
+    from vlp.train.checkpoint import TrainerState, save_checkpoint
+
+    tokenizer = TextTokenizer.train_wordpiece(CAPTIONS, vocab_size=120)
+    cfg = with_vocab_size(experiment_preset(preset), tokenizer.vocab_size)
+    task = build_task(cfg)
+    with torch.no_grad():  # move weights away from their init, so a load that silently skipped them would show
+        for param in task.parameters():
+            param.add_(torch.randn_like(param) * 0.05)
+    save_config(cfg, run_dir)
+    tokenizer.save(run_dir / "tokenizer")
+    optimizer = torch.optim.SGD(task.parameters(), lr=0.1)
+    save_checkpoint(run_dir / "checkpoints", task, optimizer, TrainerState(step=1))
+    return tokenizer
+
+
+@pytest.fixture
+def make_run() -> Callable[[Path, str], TextTokenizer]:
+    """Writes a run directory as `vlp train` leaves it (config, tokenizer, one checkpoint) without training."""
+    return _make_run

@@ -12,34 +12,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from vlp.data.tokenizer import TextTokenizer
-from vlp.experiment.build import build_task
-from vlp.experiment.config import with_vocab_size
-from vlp.experiment.presets import experiment_preset
-from vlp.experiment.run import save_config
 from vlp.pretrained import PretrainedError, export_model, load_pretrained, save_pretrained
-from vlp.train.checkpoint import TrainerState, save_checkpoint
 
 CAPTIONS = ["a red circle left of a blue square", "two green triangles", "a small yellow star above a circle"]
 
-
-def make_run(run_dir: Path, preset: str) -> TextTokenizer:
-    """A run directory as `vlp train` leaves it (config, tokenizer, one checkpoint), without training."""
-    tokenizer = TextTokenizer.train_wordpiece(CAPTIONS, vocab_size=120)
-    cfg = with_vocab_size(experiment_preset(preset), tokenizer.vocab_size)
-    task = build_task(cfg)
-    with torch.no_grad():  # move weights away from their init, so a load that silently skipped them would show
-        for param in task.parameters():
-            param.add_(torch.randn_like(param) * 0.05)
-    save_config(cfg, run_dir)
-    tokenizer.save(run_dir / "tokenizer")
-    optimizer = torch.optim.SGD(task.parameters(), lr=0.1)
-    save_checkpoint(run_dir / "checkpoints", task, optimizer, TrainerState(step=1))
-    return tokenizer
-
-
 @pytest.mark.parametrize("preset", ["clip_tiny", "albef_tiny"])  # albef: tied MLM weights, fusion, ITM head
-def test_export_round_trip_gives_identical_outputs(tmp_path: Path, preset: str) -> None:
+def test_export_round_trip_gives_identical_outputs(tmp_path: Path, make_run, preset: str) -> None:
     from vlp.experiment.run import load_trained_model
 
     make_run(tmp_path / "run", preset)
@@ -61,7 +39,7 @@ def test_export_round_trip_gives_identical_outputs(tmp_path: Path, preset: str) 
             assert torch.equal(loaded.mlm_logits(fused[1]), trained.mlm_logits(fused[0]))
 
 
-def test_loading_an_export_needs_no_training_code(tmp_path: Path) -> None:
+def test_loading_an_export_needs_no_training_code(tmp_path: Path, make_run) -> None:
     tokenizer = make_run(tmp_path / "run", "clip_tiny")
     export_model(tmp_path / "run", tmp_path / "export")
     code = (
@@ -74,7 +52,7 @@ def test_loading_an_export_needs_no_training_code(tmp_path: Path) -> None:
     assert result.stdout.split() == ["ImageTextModel", str(tokenizer.vocab_size)]
 
 
-def test_broken_exports_fail_with_the_keys(tmp_path: Path) -> None:
+def test_broken_exports_fail_with_the_keys(tmp_path: Path, make_run) -> None:
     make_run(tmp_path / "run", "clip_tiny")
     out = export_model(tmp_path / "run", tmp_path / "export")
     weights = load_file(str(out / "model.safetensors"))
