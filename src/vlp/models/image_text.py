@@ -66,6 +66,7 @@ class ModelConfig:
     heads: HeadsConfig = field(default_factory=HeadsConfig)
     contrastive: bool = True  # projections + temperature for ITC (CLIP, ALBEF, BLIP, CoCa, UFO, VLMo)
     embed_dim: int = 128  # shared embedding space of ITC
+    proj_bias: bool = False  # biases on the ITC projections (CLIP has none; BLIP's vision_proj/text_proj do)
     init_temperature: float = 0.07  # CLIP's initial tau
     learn_temperature: bool = True
     max_logit_scale: float = 100.0  # clamp of 1/tau, as in CLIP, so training cannot blow it up
@@ -145,8 +146,8 @@ class ImageTextModel(nn.Module):
         image_width = fusion.width if self.unified else image_encoder.width
         text_width = fusion.width if (self.shared_text or self.unimodal_text_decoder) else text_encoder.width
         if cfg.contrastive:
-            self.image_proj = nn.Linear(image_width, cfg.embed_dim, bias=False)
-            self.text_proj = nn.Linear(text_width, cfg.embed_dim, bias=False)
+            self.image_proj = nn.Linear(image_width, cfg.embed_dim, bias=cfg.proj_bias)
+            self.text_proj = nn.Linear(text_width, cfg.embed_dim, bias=cfg.proj_bias)
             nn.init.normal_(self.image_proj.weight, std=image_width**-0.5)
             nn.init.normal_(self.text_proj.weight, std=text_width**-0.5)
             init = torch.tensor(math.log(1.0 / cfg.init_temperature))

@@ -2,6 +2,7 @@
 
 Sources (one module each; every importer is strict and has a parity test in tests/pretrained):
   hf-clip     a Hugging Face ``CLIPModel`` directory -> CLIP `ImageTextModel` + CLIP BPE tokenizer
+  hf-blip     Hugging Face BLIP retrieval (ITC + ITM) or captioning (LM) directory -> vlp BLIP
   open_clip   an open_clip / OpenAI CLIP state dict file (+ its model-config JSON) -> the same
   hf-text     a Hugging Face BERT / RoBERTa / MiniLM directory -> our `TextTransformer` + its tokenizer
   timm        a timm ViT weights file -> our `VisionTransformer` (or the ``timm`` adapter); no tokenizer
@@ -32,6 +33,13 @@ def _hf_clip(path: str | os.PathLike[str], **kwargs: Any) -> tuple[nn.Module, Te
     from vlp.pretrained.hf_clip import load_hf_clip
 
     return load_hf_clip(path, **kwargs)
+
+
+@PRETRAINED_SOURCES.register("hf-blip")
+def _hf_blip(path: str | os.PathLike[str], **kwargs: Any) -> tuple[nn.Module, TextTokenizer | None]:
+    from vlp.pretrained.hf_blip import load_hf_blip
+
+    return load_hf_blip(path, **kwargs)
 
 
 @PRETRAINED_SOURCES.register("open_clip")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -64,10 +65,19 @@ def cat_qkv(parts: Mapping[str, torch.Tensor], where: str) -> torch.Tensor:
     return torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
 
 
-def load_converted(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> nn.Module:
-    """Load converted weights strictly; every missing/unexpected key and wrong shape is named."""
+def load_converted(
+    module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str, unused: str | None = None
+) -> list[str]:
+    """Load converted weights strictly; every missing/unexpected key and wrong shape is named.
+
+    `unused`: a regex of our keys the source model does not have because it never runs those parts
+    (BLIP's retrieval checkpoint has no decoder self-attention); they keep their initial values and
+    are returned, so callers can say so. Everything else must match exactly.
+    """
     own = module.state_dict()
-    missing = sorted(set(own) - set(state_dict))
+    absent = sorted(set(own) - set(state_dict))
+    kept = [k for k in absent if unused is not None and re.fullmatch(unused, k)]
+    missing = [k for k in absent if k not in kept]
     unexpected = sorted(set(state_dict) - set(own))
     shapes = [
         f"{key}: {tuple(state_dict[key].shape)} in the {source} weights, {tuple(own[key].shape)} in vlp"
@@ -84,8 +94,8 @@ def load_converted(module: nn.Module, state_dict: Mapping[str, torch.Tensor], so
     if problems:
         raise PretrainedError(f"{source} weights do not fit {type(module).__name__}: " + " | ".join(problems))
     with torch.no_grad():
-        module.load_state_dict({k: v.to(own[k].dtype) for k, v in state_dict.items()}, strict=True)
-    return module
+        module.load_state_dict({**own, **{k: v.to(own[k].dtype) for k, v in state_dict.items()}}, strict=True)
+    return kept
 
 
 def _names(keys: list[str], limit: int = 10) -> str:
