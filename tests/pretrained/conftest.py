@@ -69,3 +69,19 @@ def _make_run(run_dir: Path, preset: str) -> TextTokenizer:
 def make_run() -> Callable[[Path, str], TextTokenizer]:
     """Writes a run directory as `vlp train` leaves it (config, tokenizer, one checkpoint) without training."""
     return _make_run
+
+
+def rewrite_weights(file: Path, drop: tuple[str, ...] = (), put: dict[str, torch.Tensor] | None = None) -> None:
+    """Break a safetensors file on purpose: drop keys and put (new or reshaped) tensors."""
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(file))
+    for key in drop:
+        del weights[key]
+    weights.update(put or {})
+    save_file(weights, str(file))
+
+
+@pytest.fixture
+def break_weights() -> Callable[..., None]:
+    return rewrite_weights

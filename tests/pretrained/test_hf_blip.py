@@ -69,14 +69,10 @@ def test_blip_captioning_lm_matches_transformers(tmp_path: Path) -> None:
     torch.testing.assert_close(shifted, ref.loss, atol=1e-5, rtol=0)
 
 
-def test_blip_broken_weights_name_the_keys(tmp_path: Path) -> None:
-    from safetensors.torch import load_file, save_file
-
+def test_blip_broken_weights_name_the_keys(tmp_path: Path, break_weights) -> None:
     randomise(transformers.BlipForImageTextRetrieval(blip_config())).save_pretrained(tmp_path)
-    weights = load_file(str(tmp_path / "model.safetensors"))
-    del weights["text_encoder.encoder.layer.1.crossattention.output.LayerNorm.bias"]
-    weights["itm_head.weight"] = torch.zeros(3, 32)
-    save_file(weights, str(tmp_path / "model.safetensors"))
+    break_weights(tmp_path / "model.safetensors", drop=("text_encoder.encoder.layer.1.crossattention.output.LayerNorm.bias",),
+                  put={"itm_head.weight": torch.zeros(3, 32)})
     with pytest.raises(PretrainedError) as err:
         load_pretrained("hf-blip", tmp_path)
     assert "fusion.layers.1.norm_cross.bias" in str(err.value) and "itm_head.classifier.weight: (3, 32)" in str(err.value)

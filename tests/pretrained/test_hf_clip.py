@@ -57,15 +57,10 @@ def test_hf_clip_tokenizer_matches_transformers(tmp_path: Path, clip_vocab) -> N
     assert [row[m.bool()].tolist() for row, m in zip(ids, mask)] == expected
 
 
-def test_hf_clip_broken_weights_name_the_keys(tmp_path: Path, clip_vocab) -> None:
-    from safetensors.torch import load_file, save_file
-
+def test_hf_clip_broken_weights_name_the_keys(tmp_path: Path, clip_vocab, break_weights) -> None:
     save_tiny_clip(tmp_path, clip_vocab)
-    weights = load_file(str(tmp_path / "model.safetensors"))
-    weights.pop("text_model.final_layer_norm.bias")
-    weights["vision_model.extra.weight"] = torch.zeros(2)
-    weights["visual_projection.weight"] = torch.zeros(25, 32)
-    save_file(weights, str(tmp_path / "model.safetensors"))
+    break_weights(tmp_path / "model.safetensors", drop=("text_model.final_layer_norm.bias",),
+                  put={"vision_model.extra.weight": torch.zeros(2), "visual_projection.weight": torch.zeros(25, 32)})
     with pytest.raises(PretrainedError) as err:
         load_pretrained("hf-clip", tmp_path)
     message = str(err.value)

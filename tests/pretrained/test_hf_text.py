@@ -67,14 +67,10 @@ def test_roberta_position_offset_matches_transformers(tmp_path: Path, cls: str) 
         ours(torch.ones(1, 21, dtype=torch.long), torch.ones(1, 21, dtype=torch.long))
 
 
-def test_broken_text_weights_name_the_keys(tmp_path: Path) -> None:
-    from safetensors.torch import load_file, save_file
-
+def test_broken_text_weights_name_the_keys(tmp_path: Path, break_weights) -> None:
     transformers.BertModel(transformers.BertConfig(max_position_embeddings=20, **SIZES)).save_pretrained(tmp_path)
-    weights = load_file(str(tmp_path / "model.safetensors"))
-    del weights["encoder.layer.1.output.LayerNorm.bias"]
-    weights["embeddings.word_embeddings.weight"] = torch.zeros(61, 32)
-    save_file(weights, str(tmp_path / "model.safetensors"))
+    break_weights(tmp_path / "model.safetensors", drop=("encoder.layer.1.output.LayerNorm.bias",),
+                  put={"embeddings.word_embeddings.weight": torch.zeros(61, 32)})
     with pytest.raises(PretrainedError) as err:
         load_pretrained("hf-text", tmp_path)
     assert "blocks.blocks.1.norm2.bias" in str(err.value) and "embeddings.word_embeddings.weight: (61, 32)" in str(err.value)

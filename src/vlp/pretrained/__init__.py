@@ -12,6 +12,7 @@ Nothing is downloaded and nothing is unpickled: safetensors, or torch files with
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
 from typing import Any
@@ -28,46 +29,26 @@ Loader = Callable[..., tuple[nn.Module, TextTokenizer | None]]
 PRETRAINED_SOURCES: Registry = Registry("pretrained source")
 
 
-@PRETRAINED_SOURCES.register("hf-clip")
-def _hf_clip(path: str | os.PathLike[str], **kwargs: Any) -> tuple[nn.Module, TextTokenizer | None]:
-    from vlp.pretrained.hf_clip import load_hf_clip
+def _lazy(module: str, function: str, with_tokenizer: bool = True) -> Loader:
+    """A loader that imports its module on first use (transformers/timm stay unimported until needed)."""
 
-    return load_hf_clip(path, **kwargs)
+    def load(path: str | os.PathLike[str], **kwargs: Any) -> tuple[nn.Module, TextTokenizer | None]:
+        result = getattr(importlib.import_module(f"vlp.pretrained.{module}"), function)(path, **kwargs)
+        return result if with_tokenizer else (result, None)
 
-
-@PRETRAINED_SOURCES.register("hf-blip")
-def _hf_blip(path: str | os.PathLike[str], **kwargs: Any) -> tuple[nn.Module, TextTokenizer | None]:
-    from vlp.pretrained.hf_blip import load_hf_blip
-
-    return load_hf_blip(path, **kwargs)
+    load.__name__ = function
+    return load
 
 
-@PRETRAINED_SOURCES.register("open_clip")
-def _open_clip(path: str | os.PathLike[str], **kwargs: Any) -> tuple[nn.Module, TextTokenizer | None]:
-    from vlp.pretrained.open_clip import load_open_clip
-
-    return load_open_clip(path, **kwargs)
-
-
-@PRETRAINED_SOURCES.register("hf-text")
-def _hf_text(path: str | os.PathLike[str], **kwargs: Any) -> tuple[nn.Module, TextTokenizer | None]:
-    from vlp.pretrained.hf_text import load_hf_text
-
-    return load_hf_text(path, **kwargs)
-
-
-@PRETRAINED_SOURCES.register("timm")
-def _timm(path: str | os.PathLike[str], **kwargs: Any) -> tuple[nn.Module, TextTokenizer | None]:
-    from vlp.pretrained.timm import load_timm
-
-    return load_timm(path, **kwargs), None
-
-
-@PRETRAINED_SOURCES.register("vlp")
-def _vlp(path: str | os.PathLike[str], **kwargs: Any) -> tuple[nn.Module, TextTokenizer | None]:
-    from vlp.pretrained.export import load_exported
-
-    return load_exported(path, **kwargs)
+for _name, _module, _function, _tokenizer in (
+    ("hf-clip", "hf_clip", "load_hf_clip", True),
+    ("hf-blip", "hf_blip", "load_hf_blip", True),
+    ("open_clip", "open_clip", "load_open_clip", True),
+    ("hf-text", "hf_text", "load_hf_text", True),
+    ("timm", "timm", "load_timm", False),
+    ("vlp", "export", "load_exported", True),
+):
+    PRETRAINED_SOURCES.register(_name)(_lazy(_module, _function, _tokenizer))
 
 
 def load_pretrained(source: str, path: str | os.PathLike[str], **kwargs: Any) -> tuple[nn.Module, TextTokenizer | None]:
