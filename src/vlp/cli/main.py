@@ -142,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="print the resolved experiment config")
     _add_experiment_args(config)
     config.set_defaults(func=cmd_config)
+
+    from vlp.cli import weights_cmds
+
+    weights_cmds.register(sub)
     return parser
 
 

@@ -19,7 +19,7 @@ from vlp.encoders.image.region import RegionEncoder, RegionEncoderConfig, Region
 from vlp.encoders.image.timm_adapter import TimmEncoder, TimmEncoderConfig, build_timm_encoder
 from vlp.encoders.image.vit import ViTConfig, VisionTransformer
 from vlp.encoders.text.hf import HFTextConfig, HFTextEncoder, build_hf_text_encoder
-from vlp.encoders.text.transformer import TextTransformer, TextTransformerConfig
+from vlp.encoders.text.transformer import TextTransformer, TextTransformerConfig, build_text_transformer
 from vlp.registry import Registry
 
 IMAGE_ENCODERS: Registry = Registry("image encoder")
@@ -30,7 +30,7 @@ IMAGE_ENCODERS.register("patch", config=PatchEncoderConfig)(PatchEncoder)
 IMAGE_ENCODERS.register("timm", config=TimmEncoderConfig)(build_timm_encoder)
 IMAGE_ENCODERS.register("cnn_grid", config=CNNGridConfig)(build_cnn_grid_encoder)
 IMAGE_ENCODERS.register("region", config=RegionEncoderConfig)(RegionEncoder)
-TEXT_ENCODERS.register("bert", config=TextTransformerConfig)(TextTransformer)
+TEXT_ENCODERS.register("bert", config=TextTransformerConfig)(build_text_transformer)
 TEXT_ENCODERS.register("hf", config=HFTextConfig)(build_hf_text_encoder)
 
 # Discriminated unions for the config system (vlp.config): the `kind` key selects the member.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -102,3 +103,28 @@ def last_token(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     positions = torch.arange(tokens.shape[1], device=tokens.device)
     index = (mask.bool() * (positions + 1)).argmax(dim=1)  # +1: an all-padding row falls back to 0
     return tokens[torch.arange(tokens.shape[0], device=tokens.device), index]
+
+
+Activation = Literal["gelu", "quick_gelu"]
+
+
+class QuickGELU(nn.Module):
+    """x * sigmoid(1.702 x): the GELU approximation OpenAI's CLIP was trained with.
+
+    Its weights only reproduce CLIP's outputs under this exact function (it differs from GELU by up
+    to ~0.02 per unit), so importing CLIP weights needs it as an option rather than a substitute.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+def set_mlp_activation(module: nn.Module, act: Activation) -> None:
+    """Use activation `act` in every transformer MLP under `module` (the shared blocks build GELU)."""
+    if act == "gelu":
+        return
+    if act != "quick_gelu":
+        raise ValueError(f"unknown activation {act!r}: expected 'gelu' or 'quick_gelu'")
+    for child in module.modules():
+        if isinstance(getattr(child, "act", None), nn.GELU) and hasattr(child, "fc1"):
+            child.act = QuickGELU()

@@ -53,7 +53,8 @@ def vit_state_dict_from_timm(state_dict: Mapping[str, torch.Tensor]) -> StateDic
     """timm ``VisionTransformer`` weights -> our ``VisionTransformer`` (class token, no register tokens).
 
     The names already match except that our blocks live in ``blocks.blocks.N`` (a `Transformer`
-    holding the list). The classifier (``head``) and an identity ``fc_norm`` are dropped; anything
+    holding the list); CLIP-style ViTs add ``norm_pre`` (`ViTConfig.pre_norm`). The classifier
+    (``head``) and an identity ``fc_norm`` are dropped; anything
     else unknown (``reg_token``, layer-scale ``ls1.gamma``, ``attn_pool``) is an error.
     """
     out: StateDict = {}
@@ -64,7 +65,7 @@ def vit_state_dict_from_timm(state_dict: Mapping[str, torch.Tensor]) -> StateDic
         block = re.match(r"blocks\.(\d+)\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias)$", key)
         if block:
             out[f"blocks.{key}"] = value
-        elif key in {"cls_token", "pos_embed", "norm.weight", "norm.bias"} or key.startswith("patch_embed.proj."):
+        elif key in {"cls_token", "pos_embed", "norm.weight", "norm.bias", "norm_pre.weight", "norm_pre.bias"} or key.startswith("patch_embed.proj."):
             out[key] = value
         else:
             unexpected.append(key)
@@ -81,25 +82,27 @@ _BERT_LAYER = {
 }
 
 
-def bert_state_dict_from_hf(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
+def bert_state_dict_from_hf(state_dict: Mapping[str, torch.Tensor], prefix: str = "bert.") -> StateDict:
     """Hugging Face ``BertModel`` weights (BERT, MiniLM; also ``bert.``-prefixed task checkpoints) -> ours.
+
+    RoBERTa has BERT's layout under ``prefix="roberta."`` (its position offset is a config option).
 
     Our attention has one fused qkv projection, so its weight is the concatenation of HF's query,
     key and value weights along the output dimension (same for the biases). HF's ``pooler`` (a
     tanh layer trained for NSP) and task heads (``cls.*``) are dropped: our pooled output is the
     [CLS] state itself, and the heads of vlp are built separately.
     """
-    prefixed = any(k.startswith("bert.") for k in state_dict)
+    prefixed = any(k.startswith(prefix) for k in state_dict)
     out: StateDict = {}
     qkv: dict[str, dict[str, dict[str, torch.Tensor]]] = {}
     unexpected: list[str] = []
     for raw_key, value in state_dict.items():
         if prefixed:
-            if not raw_key.startswith("bert."):
+            if not raw_key.startswith(prefix):
                 continue  # task heads of BertFor* models (cls.predictions, classifier, ...)
-            raw_key = raw_key[len("bert.") :]
+            raw_key = raw_key[len(prefix) :]
         key = raw_key
-        if key.startswith("pooler.") or key == "embeddings.position_ids":
+        if key.startswith("pooler.") or key in ("embeddings.position_ids", "embeddings.token_type_ids"):
             continue
         emb = re.match(r"embeddings\.(word_embeddings|position_embeddings|token_type_embeddings)\.weight$", key)
         layer = re.match(r"encoder\.layer\.(\d+)\.(.+)\.(weight|bias)$", key)

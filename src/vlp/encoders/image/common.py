@@ -13,11 +13,13 @@ class PatchEmbed(nn.Module):
     not later as a broadcasting error against the position embeddings.
     """
 
-    def __init__(self, patch_size: int, width: int, in_channels: int = 3, image_size: int | None = None) -> None:
+    def __init__(
+        self, patch_size: int, width: int, in_channels: int = 3, image_size: int | None = None, bias: bool = True
+    ) -> None:
         super().__init__()
         self.patch_size = patch_size
         self.image_size = image_size
-        self.proj = nn.Conv2d(in_channels, width, kernel_size=patch_size, stride=patch_size)
+        self.proj = nn.Conv2d(in_channels, width, kernel_size=patch_size, stride=patch_size, bias=bias)
 
     @property
     def num_patches(self) -> int:

@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from vlp.encoders.base import Encoder, EncoderOutput
+from vlp.encoders.base import Activation, Encoder, EncoderOutput, set_mlp_activation
 from vlp.encoders.image.common import PatchDropout, PatchEmbed, check_patch_dropout
 from vlp.layers import Transformer, TransformerBlock
 
@@ -35,6 +35,12 @@ class ViTConfig:
     # Share of patch tokens dropped at random in training (FLIP, open_clip `patch_dropout`): less
     # compute per step and a regulariser; [CLS] is always kept; evaluation sees every patch.
     patch_dropout: float = 0.0
+    # CLIP's variant (Radford et al. 2021): a LayerNorm on [CLS] + patches before the first block
+    # (`norm_pre`, timm's name; CLIP's `ln_pre`), no bias on the patch projection, QuickGELU, eps 1e-5.
+    pre_norm: bool = False
+    patch_bias: bool = True
+    act: Activation = "gelu"
+    eps: float = 1e-6
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size != 0:
@@ -51,20 +57,22 @@ class VisionTransformer(Encoder):
         super().__init__()
         self.cfg = cfg
         self.width = cfg.width
-        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.width, image_size=cfg.image_size)
+        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.width, image_size=cfg.image_size, bias=cfg.patch_bias)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + 1, cfg.width))
         self.patch_drop = PatchDropout(cfg.patch_dropout, num_prefix_tokens=1)
+        self.norm_pre: nn.Module = nn.LayerNorm(cfg.width, eps=cfg.eps) if cfg.pre_norm else nn.Identity()
         self.blocks = Transformer(
             [
                 TransformerBlock(
-                    cfg.width, cfg.num_heads, cfg.mlp_ratio, norm_first=True, eps=1e-6,
+                    cfg.width, cfg.num_heads, cfg.mlp_ratio, norm_first=True, eps=cfg.eps,
                     qkv_bias=cfg.qkv_bias, dropout=cfg.dropout,
                 )
                 for _ in range(cfg.depth)
             ]
         )
-        self.norm = nn.LayerNorm(cfg.width, eps=1e-6)
+        self.norm = nn.LayerNorm(cfg.width, eps=cfg.eps)
+        set_mlp_activation(self.blocks, cfg.act)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -82,7 +90,7 @@ class VisionTransformer(Encoder):
     def lock_groups(self) -> list[list[nn.Module | nn.Parameter]]:
         """[embeddings], block 0, ..., [last block + final norm]: `lock(N)` trains the last N blocks and norm."""
         blocks: list[nn.Module] = list(self.blocks.blocks)
-        groups: list[list[nn.Module | nn.Parameter]] = [[self.patch_embed, self.cls_token, self.pos_embed]]
+        groups: list[list[nn.Module | nn.Parameter]] = [[self.patch_embed, self.cls_token, self.pos_embed, self.norm_pre]]
         groups += [[block] for block in blocks]
         groups[-1].append(self.norm)
         return groups
@@ -92,6 +100,6 @@ class VisionTransformer(Encoder):
         cls = self.cls_token.expand(x.shape[0], -1, -1)
         x = torch.cat([cls, x], dim=1) + self.pos_embed
         x = self.patch_drop(x)  # [B, 1 + K, D] in training with patch_dropout > 0
-        x = self.norm(self.blocks(x))
+        x = self.norm(self.blocks(self.norm_pre(x)))
         pooled = x[:, 0] if self.cfg.pool == "cls" else x[:, 1:].mean(dim=1)
         return EncoderOutput(tokens=x, pooled=pooled)

@@ -2,7 +2,10 @@
 
 Post-norm with eps 1e-12 by default, matching BERT (Devlin et al. 2019) so that BERT weights map
 onto it (`vlp.encoders.convert.bert_state_dict_from_hf`; tests/parity checks the outputs);
-`causal=True` gives the decoder variant used by LM objectives.
+`causal=True` gives the decoder variant used by LM objectives. The options `embed_norm`,
+`type_vocab_size=0`, `position_offset` and `act` cover the other published text towers whose weights
+vlp imports (CLIP: no segment embeddings, no embedding norm, QuickGELU; RoBERTa: positions start
+after the padding index); see `vlp.pretrained`.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from vlp.encoders.base import Encoder, EncoderOutput, last_token, masked_mean
+from vlp.encoders.base import Activation, Encoder, EncoderOutput, last_token, masked_mean, set_mlp_activation
 from vlp.layers import Transformer, TransformerBlock, causal_mask, combine, padding_mask
 
 
@@ -34,8 +37,20 @@ class TextTransformerConfig:
     # "auto": [CLS] (position 0) when bidirectional, the last real token (EOS) when causal, because in a
     # causal stack position 0 has seen only itself and the last token is the only one that saw all.
     pool: Literal["auto", "cls", "mean", "last"] = "auto"
+    act: Activation = "gelu"
+    # False: no LayerNorm after the embeddings (CLIP's text tower normalises inside each block only).
+    embed_norm: bool = True
+    # Index of the first position embedding. RoBERTa reserves rows 0..padding_idx, so its tokens use
+    # rows padding_idx+1...; its table then has max_length + position_offset rows.
+    position_offset: int = 0
+    # A local Hugging Face BERT/RoBERTa/MiniLM directory whose weights initialise this tower when
+    # `build_text_transformer` builds it (LiT: a pretrained text tower). Weight metadata, not
+    # architecture: the fields above must describe that model, or loading fails naming the shapes.
+    pretrained: str = ""
 
     def __post_init__(self) -> None:
+        if self.type_vocab_size < 0 or self.position_offset < 0:
+            raise ValueError("type_vocab_size and position_offset must be >= 0")
         if self.width % self.num_heads != 0:
             raise ValueError(f"width {self.width} is not divisible by num_heads {self.num_heads}")
         if self.causal and self.pool == "cls":
@@ -49,14 +64,23 @@ class TextTransformerConfig:
 
 
 class TextEmbeddings(nn.Module):
-    """word + position + token-type embeddings, then LayerNorm (BERT's embedding block)."""
+    """word + position (+ token-type) embeddings, then LayerNorm (BERT's embedding block).
 
-    def __init__(self, vocab_size: int, max_length: int, type_vocab_size: int, width: int, eps: float, dropout: float) -> None:
+    `type_vocab_size=0` drops the segment table and `norm=False` the LayerNorm (CLIP). With
+    `position_offset` k, token i uses position row k + i (RoBERTa: k = padding_idx + 1; RoBERTa gives
+    padding tokens row padding_idx instead, which changes only the masked-out padding outputs).
+    """
+
+    def __init__(
+        self, vocab_size: int, max_length: int, type_vocab_size: int, width: int, eps: float, dropout: float,
+        norm: bool = True, position_offset: int = 0,
+    ) -> None:
         super().__init__()
+        self.position_offset = position_offset
         self.word_embeddings = nn.Embedding(vocab_size, width)
-        self.position_embeddings = nn.Embedding(max_length, width)
-        self.token_type_embeddings = nn.Embedding(type_vocab_size, width)
-        self.norm = nn.LayerNorm(width, eps=eps)
+        self.position_embeddings = nn.Embedding(max_length + position_offset, width)
+        self.token_type_embeddings = nn.Embedding(type_vocab_size, width) if type_vocab_size else None
+        self.norm: nn.Module = nn.LayerNorm(width, eps=eps) if norm else nn.Identity()
         self.drop = nn.Dropout(dropout)
 
     def forward(
@@ -64,17 +88,18 @@ class TextEmbeddings(nn.Module):
     ) -> torch.Tensor:
         """``position_ids`` [B, L] (default 0..L-1): incremental decoding embeds token t at position t."""
         length = input_ids.shape[1]
-        limit = self.position_embeddings.num_embeddings
+        max_length = self.position_embeddings.num_embeddings - self.position_offset
         if position_ids is None:
-            if length > limit:
-                raise ValueError(f"text of {length} tokens is longer than max_length {limit}")
-            pos = self.position_embeddings(torch.arange(length, device=input_ids.device))[None]
-        else:
-            if position_ids.numel() and int(position_ids.max()) >= limit:
-                raise ValueError(f"text position {int(position_ids.max())} is beyond max_length {limit}")
-            pos = self.position_embeddings(position_ids)
-        x = self.word_embeddings(input_ids) + pos
-        if token_type_ids is None:
+            if length > max_length:
+                raise ValueError(f"text of {length} tokens is longer than max_length {max_length}")
+            position_ids = torch.arange(length, device=input_ids.device)[None]
+        elif position_ids.numel() and int(position_ids.max()) >= max_length:
+            raise ValueError(f"text position {int(position_ids.max())} is beyond max_length {max_length}")
+        x = self.word_embeddings(input_ids) + self.position_embeddings(position_ids + self.position_offset)
+        if self.token_type_embeddings is None:
+            if token_type_ids is not None and bool(token_type_ids.any()):
+                raise ValueError("token_type_ids given but this text encoder has no segment embeddings (type_vocab_size=0)")
+        elif token_type_ids is None:
             x = x + self.token_type_embeddings.weight[0]
         else:
             x = x + self.token_type_embeddings(token_type_ids)
@@ -90,7 +115,10 @@ class TextTransformer(Encoder):
             raise ValueError("text_encoder.vocab_size is unset: build the model with the tokenizer's vocab size")
         self.cfg = cfg
         self.width = cfg.width
-        self.embeddings = TextEmbeddings(cfg.vocab_size, cfg.max_length, cfg.type_vocab_size, cfg.width, cfg.eps, cfg.dropout)
+        self.embeddings = TextEmbeddings(
+            cfg.vocab_size, cfg.max_length, cfg.type_vocab_size, cfg.width, cfg.eps, cfg.dropout,
+            norm=cfg.embed_norm, position_offset=cfg.position_offset,
+        )
         self.blocks = Transformer(
             [
                 TransformerBlock(cfg.width, cfg.num_heads, cfg.mlp_ratio, norm_first=cfg.norm_first, eps=cfg.eps, dropout=cfg.dropout)
@@ -99,6 +127,7 @@ class TextTransformer(Encoder):
         )
         # Pre-norm stacks need a final norm; post-norm blocks already end in one.
         self.final_norm: nn.Module = nn.LayerNorm(cfg.width, eps=cfg.eps) if cfg.norm_first else nn.Identity()
+        set_mlp_activation(self.blocks, cfg.act)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -109,7 +138,10 @@ class TextTransformer(Encoder):
                 nn.init.zeros_(module.bias)
 
     def no_weight_decay(self) -> set[str]:
-        return {"embeddings.position_embeddings.weight", "embeddings.token_type_embeddings.weight"}
+        names = {"embeddings.position_embeddings.weight"}
+        if self.embeddings.token_type_embeddings is not None:
+            names.add("embeddings.token_type_embeddings.weight")
+        return names
 
     def lock_groups(self) -> list[list[nn.Module | nn.Parameter]]:
         groups: list[list[nn.Module | nn.Parameter]] = [[self.embeddings]]
@@ -131,3 +163,17 @@ class TextTransformer(Encoder):
         else:
             pooled = masked_mean(x, attention_mask)
         return EncoderOutput(tokens=x, pooled=pooled, mask=attention_mask)
+
+
+def build_text_transformer(cfg: TextTransformerConfig) -> TextTransformer:
+    """The registered builder: the encoder, initialised from `cfg.pretrained` when it is set.
+
+    Loading lives here and not in the constructor, so that building a model by hand never reads
+    files, and a checkpoint load (which overwrites the weights anyway) can skip it.
+    """
+    model = TextTransformer(cfg)
+    if cfg.pretrained:
+        from vlp.pretrained.hf_text import load_text_weights
+
+        load_text_weights(model, cfg.pretrained)
+    return model
