@@ -39,7 +39,7 @@ class Parallel:
             # Buffers (queue, step) are kept equal by construction, so no per-forward broadcast.
             self.engine = DistributedDataParallel(
                 task, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
-                broadcast_buffers=False, find_unused_parameters=find_unused,
+                forward_sync_buffers=False, find_unused_parameters=find_unused,
             )
         elif self.kind == "fsdp":
             self._shard(task)
