@@ -33,6 +33,7 @@ class Parallel:
         self.task, self.ctx = task, ctx
         self.kind = strategy if ctx.distributed else "single"
         self.engine: nn.Module = task
+        self.replicated: list[nn.Parameter] = []  # FSDP: parameters left unsharded (scalars)
         if self.kind == "ddp":
             from torch.nn.parallel import DistributedDataParallel
 
@@ -55,10 +56,26 @@ class Parallel:
                 dist.broadcast(tensor.data, src=0)
         model = getattr(task, "model", task)
         units = [m for m in model.modules() if isinstance(m, SHARD_UNITS)]
+        # fully_shard cannot shard 0-d parameters (the logit scale): they stay replicated, and
+        # their gradients are averaged by `sync_replicated_grads`, as DDP would.
+        self.replicated = [p for p in task.parameters() if p.ndim == 0]
+        ignored = set(self.replicated)
         for unit in units:
-            fully_shard(unit)
-        fully_shard(task)
+            fully_shard(unit, ignored_params=ignored)
+        fully_shard(task, ignored_params=ignored)
         self.shard_units = len(units)
+
+    def sync_replicated_grads(self) -> None:
+        """Average the gradients FSDP does not reduce (call once per step, after the last backward)."""
+        if not self.replicated:
+            return
+        import torch.distributed as dist
+
+        for param in self.replicated:
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
+            dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
+            param.grad.div_(self.ctx.world_size)
 
     @contextmanager
     def no_sync(self, enabled: bool) -> Iterator[None]:

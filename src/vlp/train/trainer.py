@@ -229,6 +229,7 @@ class Trainer:
 
     def _optimizer_step(self) -> float | None:
         grad_norm = None
+        self.parallel.sync_replicated_grads()
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         if self.cfg.grad_clip is not None:
