@@ -234,9 +234,9 @@ class PretrainTask(Task):
 
     def _micro_features(self, batch: Batch) -> MicroFeatures:
         """Pass 1 of accumulation: cached ITC embeddings, momentum features, token counts."""
-        cfg, model = self.cfg, self.model
+        model = self.model
         out = MicroFeatures(image_ids=batch.image_ids)
-        if cfg.itc > 0:
+        if "itc" in self._active(self._generator()):  # the step's objective draw, as in pass 2
             if self.momentum_model is None:
                 out.image_embeds = model.encode_image(batch.image_input)
                 out.text_embeds = model.encode_text(batch.input_ids, batch.attention_mask)
