@@ -33,8 +33,8 @@ def test_resume_gives_the_same_losses(tiny_scenes: Path, tmp_path: Path) -> None
 
     original = trainer_module.save_checkpoint
 
-    def save_then_die(directory, module, optimizer, state, keep=2):
-        path = original(directory, module, optimizer, state, keep)
+    def save_then_die(directory, module, optimizer, state, keep=2, **kwargs):
+        path = original(directory, module, optimizer, state, keep, **kwargs)
         if state.step == 9:
             raise StopAfter()
         return path

@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     scenes.set_defaults(func=cmd_data_scenes)
     data_cmds.register(data)
 
-    train = sub.add_parser("train", help="pre-train a model")
+    train = sub.add_parser("train", aliases=["pretrain"], help="pre-train a model (one process, or N under torchrun)")
     _add_experiment_args(train)
     train.add_argument("--run-dir", help="output directory (default runs/<name>)")
     train.add_argument("--resume", action="store_true", help="continue from the run's newest valid checkpoint")

@@ -10,8 +10,9 @@ A run directory holds everything needed to evaluate or resume without the origin
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import yaml
@@ -26,7 +27,10 @@ from vlp.metrics import top_k_texts
 from vlp.report import RetrievalExample, write_report
 from vlp.train import Trainer, TrainResult, load_model_weights, resolve_device
 from vlp.train.checkpoint import find_resumable, write_text_atomic
+from vlp.train.distributed import DistributedContext, init_distributed
 from vlp.train.logging import read_metrics
+
+T = TypeVar("T")
 
 
 def save_config(cfg: ExperimentConfig, run_dir: Path) -> None:
@@ -50,20 +54,37 @@ def _differences(a: Any, b: Any, path: str = "") -> list[str]:
 
 def train_experiment(cfg: ExperimentConfig, run_dir: Path, resume: bool = False, log=print) -> TrainResult:
     """Prepare data and tokenizer, then train. With `resume`, the run's saved config and tokenizer are
-    reused and a different requested config is an error (silently mixing two configs is not a resume)."""
+    reused and a different requested config is an error (silently mixing two configs is not a resume).
+
+    Under torchrun every rank runs this; rank 0 alone generates data, trains the tokenizer and writes
+    the run directory, the other ranks wait and then read what it wrote."""
+    ctx = init_distributed(cfg.train.device)
+    try:
+        return _train(cfg, run_dir, resume, log if ctx.is_main else (lambda *_: None), ctx)
+    finally:
+        ctx.close()
+
+
+def _train(cfg: ExperimentConfig, run_dir: Path, resume: bool, log, ctx: DistributedContext) -> TrainResult:
     check_consistency(cfg)
     if cfg.data.format == "scenes":
-        ensure_scenes(cfg.data, progress=log)
+        _main_first(ctx, lambda: ensure_scenes(cfg.data, progress=log))
     records = load_records(cfg.data, [cfg.data.train_split])[cfg.data.train_split]
     tokenizer_dir = run_dir / "tokenizer"
     init_checkpoint = _init_checkpoint(Path(cfg.init_from)) if cfg.init_from else None
-    if resume and tokenizer_dir.is_dir():
-        tokenizer = TextTokenizer.load(tokenizer_dir)
-    elif init_checkpoint is not None and not cfg.data.tokenizer:
-        # fine-tuning keeps the pre-trained vocabulary: new token ids would scramble the embeddings
-        tokenizer = TextTokenizer.load(init_checkpoint.parent.parent / "tokenizer")
-    else:
-        tokenizer = build_tokenizer(cfg.data, records)
+
+    def tokenizer_for_run() -> TextTokenizer:
+        if not ctx.is_main or (resume and tokenizer_dir.is_dir()):
+            return TextTokenizer.load(tokenizer_dir)
+        if init_checkpoint is not None and not cfg.data.tokenizer:
+            # fine-tuning keeps the pre-trained vocabulary: new token ids would scramble the embeddings
+            tokenizer = TextTokenizer.load(init_checkpoint.parent.parent / "tokenizer")
+        else:
+            tokenizer = build_tokenizer(cfg.data, records)
+        tokenizer.save(tokenizer_dir)
+        return tokenizer
+
+    tokenizer = _main_first(ctx, tokenizer_for_run)
     resolved, task, dataset, collate = build_training(cfg, records, tokenizer)
     if init_checkpoint is not None and not resume:
         load_model_weights(init_checkpoint, task)
@@ -72,12 +93,20 @@ def train_experiment(cfg: ExperimentConfig, run_dir: Path, resume: bool = False,
         differences = _differences(to_dict(load_run_config(run_dir)), to_dict(resolved))
         if differences:
             raise ConfigError("cannot resume with a different config:\n  " + "\n  ".join(differences))
-    save_config(resolved, run_dir)
-    tokenizer.save(tokenizer_dir)
+    ctx.barrier()  # every rank has compared against the old config before rank 0 rewrites it
+    if ctx.is_main:
+        save_config(resolved, run_dir)
     params = sum(p.numel() for p in task.model.parameters())
     log(f"[train] {resolved.name}: {params / 1e6:.2f} M parameters, {len(records)} images, {len(dataset)} pairs, vocab {tokenizer.vocab_size}")
-    trainer = Trainer(task, dataset, collate, resolved.train, run_dir, metadata={"config": to_dict(resolved)})
+    trainer = Trainer(task, dataset, collate, resolved.train, run_dir, metadata={"config": to_dict(resolved)}, dist=ctx)
     return trainer.fit(resume=resume)
+
+
+def _main_first(ctx: DistributedContext, fn: Callable[[], T]) -> T:
+    """Rank 0 runs `fn` (writing files), the other ranks run it after (reading them)."""
+    result = fn() if ctx.is_main else None
+    ctx.barrier()
+    return result if ctx.is_main else fn()  # type: ignore[return-value]
 
 
 def _init_checkpoint(path: Path) -> Path:

@@ -21,12 +21,38 @@ The two ways to gather (open_clip's ``gather_with_grad`` option):
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
-__all__ = ["AllGatherFn", "gather_tensor", "gather_features", "dist_all_gather", "dist_all_gather_with_grad"]
+__all__ = [
+    "AllGatherFn", "GatherContext", "gather_tensor", "gather_features", "dist_all_gather", "dist_all_gather_with_grad",
+]
 
 AllGatherFn = Callable[[torch.Tensor], Sequence[torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class GatherContext:
+    """All a task may know about distribution: its rank, the world size, and injected gathers.
+
+    The trainer builds it (``vlp.train.distributed``); one process is ``GatherContext()``, where
+    every gather is the identity and no collective is ever called.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    all_gather: AllGatherFn | None = None  # no autograd: other ranks' slots are constants
+    all_gather_with_grad: AllGatherFn | None = None  # backward = reduce-scatter SUM
+
+    def gather(self, tensor: torch.Tensor, with_grad: bool = False) -> torch.Tensor:
+        """``tensor`` of every rank concatenated along dim 0 (rank order); identity for one rank."""
+        if self.world_size == 1:
+            return tensor
+        fn = self.all_gather_with_grad if with_grad else self.all_gather
+        if fn is None:
+            raise ValueError(f"world_size={self.world_size} but no all_gather function was injected")
+        return gather_tensor(tensor, rank=self.rank, world_size=self.world_size, gather_with_grad=with_grad, all_gather_fn=fn)
 
 
 def gather_tensor(

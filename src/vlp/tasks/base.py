@@ -12,10 +12,15 @@ from vlp.data.batch import Batch
 
 @dataclass
 class LossOutput:
-    """`loss` is what the trainer back-propagates; `losses` are the named parts (already weighted)."""
+    """`loss` is what the trainer back-propagates; `losses` are the named parts (already weighted).
+
+    `value`, when set, is the number to log instead of `loss`: under contrastive gradient
+    accumulation the back-propagated objective of one micro-batch is not its share of the step loss.
+    """
 
     loss: torch.Tensor
     losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    value: torch.Tensor | None = None
 
 
 class Task(nn.Module):

@@ -6,6 +6,11 @@ Layout of one checkpoint directory (`run/checkpoints/step_00000500/`):
   rng.safetensors        torch CPU (and CUDA) generator states
   state.json             step, epoch, position in epoch, python/numpy RNG, optimiser hyper-parameters,
                          sha256 of each file above, and any extra metadata (resolved config)
+Several ranks: rank 0 writes the consolidated state (the same files, loadable into any world size);
+every rank's RNG states are gathered into it (``torch_cpu_rank<r>`` / ``rng_ranks``), and
+``data_state`` holds one JSON value per rank for data readers with their own position
+(``state_dict()`` / ``load_state_dict()``, e.g. streaming readers); map-style datasets need none,
+their position is ``epoch`` / ``epoch_position`` (global samples consumed).
 A checkpoint is written into a temporary directory, fsynced, then renamed into place (atomic on
 POSIX); `run/checkpoints/latest` is replaced atomically afterwards. A checkpoint killed half-way is
 therefore never visible, and a truncated or altered file is caught by its hash on load.
@@ -43,6 +48,7 @@ class TrainerState:
     epoch_position: int = 0  # samples of `epoch` already consumed (its order is fixed by the seed)
     samples_seen: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    data_state: list[Any] = field(default_factory=list)  # one JSON value per rank (may be empty)
 
 
 def _sha256(path: Path) -> str:
@@ -70,8 +76,8 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    state_dict = optimizer.state_dict()
+def _flatten_optimizer(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    state_dict = state_dict if state_dict is not None else optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for param_id, param_state in state_dict["state"].items():
@@ -91,6 +97,11 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
     for param_id, values in meta.get("scalars", {}).items():
         state.setdefault(int(param_id), {}).update(values)
     return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def rank_rng_state() -> tuple[torch.Tensor, dict[str, Any]]:
+    """This process's torch CPU and python/numpy RNG states, to gather from every rank."""
+    return torch.get_rng_state(), _python_rng()
 
 
 def _rng_tensors() -> dict[str, torch.Tensor]:
@@ -123,9 +134,15 @@ def _restore_rng(tensors: dict[str, torch.Tensor], states: dict[str, Any]) -> No
 
 
 def save_checkpoint(
-    directory: Path, module: nn.Module, optimizer: torch.optim.Optimizer, state: TrainerState, keep: int = 2
+    directory: Path, module: nn.Module, optimizer: torch.optim.Optimizer, state: TrainerState, keep: int = 2,
+    *, model_state: dict[str, torch.Tensor] | None = None, optimizer_state: dict[str, Any] | None = None,
+    rank_rngs: list[tuple[torch.Tensor, dict[str, Any]]] | None = None,
 ) -> Path:
-    """Write `directory/step_XXXXXXXX` atomically, point `latest` at it, prune old ones; return its path."""
+    """Write `directory/step_XXXXXXXX` atomically, point `latest` at it, prune old ones; return its path.
+
+    `model_state` / `optimizer_state`: already consolidated state (FSDP) to write instead of the
+    module's and optimiser's own; `rank_rngs`: every rank's RNG states (rank order).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     name = f"step_{state.step:08d}"
     final = directory / name
@@ -133,10 +150,16 @@ def save_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_model(module, str(tmp / "model.safetensors"))  # handles tied (shared) weights
-    opt_tensors, opt_meta = _flatten_optimizer(optimizer)
+    if model_state is None:
+        save_model(module, str(tmp / "model.safetensors"))  # handles tied (shared) weights
+    else:
+        save_file(model_state, str(tmp / "model.safetensors"))
+    opt_tensors, opt_meta = _flatten_optimizer(optimizer, optimizer_state)
     save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-    save_file(_rng_tensors(), str(tmp / "rng.safetensors"))
+    rng = _rng_tensors()
+    for rank, (torch_state, _) in enumerate(rank_rngs or []):
+        rng[f"torch_cpu_rank{rank}"] = torch_state
+    save_file(rng, str(tmp / "rng.safetensors"))
     meta = {
         "format": "vlp-checkpoint-1",
         "step": state.step,
@@ -147,6 +170,8 @@ def save_checkpoint(
         "optimizer": opt_meta,
         "sha256": {f: _sha256(tmp / f) for f in FILES},
         "extra": state.extra,
+        "data_state": state.data_state,
+        "rng_ranks": [python_rng for _, python_rng in rank_rngs or []],
     }
     for f in FILES:
         with open(tmp / f, "rb+") as handle:
@@ -225,17 +250,35 @@ def load_model_weights(path: Path, module: nn.Module, verify: bool = True) -> No
         )
 
 
-def load_checkpoint(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer) -> TrainerState:
-    """Restore weights, optimiser state and every RNG; return the trainer position to continue from."""
-    meta = verify_checkpoint(path)
-    load_model_weights(path, module, verify=False)
-    opt_tensors = load_file(str(path / "optimizer.safetensors"))
-    optimizer.load_state_dict(_unflatten_optimizer(opt_tensors, meta["optimizer"]))
-    _restore_rng(load_file(str(path / "rng.safetensors")), meta["rng"])
+def read_optimizer_state(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    return _unflatten_optimizer(load_file(str(path / "optimizer.safetensors")), meta["optimizer"])
+
+
+def restore_rank_rng(path: Path, meta: dict[str, Any], rank: int = 0) -> None:
+    """Every RNG of this rank as saved; a rank the saving run did not have gets rank 0's states."""
+    tensors = load_file(str(path / "rng.safetensors"))
+    python = meta["rng"]
+    ranks = meta.get("rng_ranks") or []
+    if rank < len(ranks) and f"torch_cpu_rank{rank}" in tensors:
+        tensors["torch_cpu"], python = tensors[f"torch_cpu_rank{rank}"], ranks[rank]
+    _restore_rng(tensors, python)
+
+
+def trainer_state(meta: dict[str, Any]) -> TrainerState:
     return TrainerState(
         step=meta["step"],
         epoch=meta["epoch"],
         epoch_position=meta["epoch_position"],
         samples_seen=meta["samples_seen"],
         extra=meta.get("extra", {}),
+        data_state=meta.get("data_state", []),
     )
+
+
+def load_checkpoint(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer, rank: int = 0) -> TrainerState:
+    """Restore weights, optimiser state and every RNG; return the trainer position to continue from."""
+    meta = verify_checkpoint(path)
+    load_model_weights(path, module, verify=False)
+    optimizer.load_state_dict(read_optimizer_state(path, meta))
+    restore_rank_rng(path, meta, rank)
+    return trainer_state(meta)

@@ -17,7 +17,8 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-6
     grad_clip: float | None = 1.0  # max global gradient norm; None disables clipping
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast: CUDA only in practice (CPUs here lack native bf16)
+    # auto: bf16 where the hardware runs it natively (see vlp.train.precision), else fp32; fp16: CUDA + GradScaler
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
     device: str = "auto"  # "auto" = cuda when available, else cpu
     seed: int = 0
     num_workers: int = 1
@@ -25,6 +26,12 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     tensorboard: bool = True  # used only if the tensorboard package is installed
+    # several processes (torchrun): batch_size is per rank and per micro-batch
+    distributed: Literal["ddp", "fsdp"] = "ddp"
+    accum_steps: int = 1  # micro-batches per optimiser step
+    accum_mode: Literal["contrastive", "naive"] = "contrastive"  # see vlp.tasks.accumulation
+    compile: bool = False  # torch.compile the model's encoders/fusion; falls back to eager on failure
+    debug_samples: bool = False  # write samples_rank<r>.jsonl: dataset indices of every step, per rank
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -37,5 +44,9 @@ class TrainConfig:
             raise ValueError("min_lr_ratio must be in [0, 1]")
         if self.checkpoint_every < 1 or self.log_every < 1:
             raise ValueError("checkpoint_every and log_every must be >= 1")
+        if self.accum_steps < 1:
+            raise ValueError("accum_steps must be >= 1")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
         if self.keep_checkpoints < 1:
             raise ValueError("keep_checkpoints must be >= 1")

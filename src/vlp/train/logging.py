@@ -24,11 +24,7 @@ class MetricLogger:
 
     def __init__(self, run_dir: Path, resume_step: int | None = None, tensorboard: bool = True) -> None:
         self.path = run_dir / "metrics.jsonl"
-        if resume_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text(encoding="utf-8").splitlines() if _step_of(line) <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        elif resume_step is None and self.path.exists():
-            self.path.unlink()
+        truncate_jsonl(self.path, resume_step)
         self._writer = None
         if tensorboard:
             try:
@@ -50,6 +46,17 @@ class MetricLogger:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+
+def truncate_jsonl(path: Path, resume_step: int | None) -> None:
+    """Cut a per-step JSONL log back to `resume_step` (resume), or delete it (fresh run)."""
+    if not path.exists():
+        return
+    if resume_step is None:
+        path.unlink()
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if _step_of(line) <= resume_step]
+    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 
 def _step_of(line: str) -> int:
