@@ -1,0 +1,163 @@
+"""CLIP training step, vlp vs open_clip, on the *same* architecture: samples/s, peak memory, MFU.
+
+Both sides build one CLIP: ViT (pre-norm, GELU, [CLS] pooled, no pre-transformer LayerNorm) and a
+causal pre-norm text transformer pooled at the EOS token (open_clip: argmax of the ids; vlp: last
+real token -- the batch puts EOS, the largest id, right there so both pool the same position), 77
+positions, 49408-token vocabulary, learned temperature, linear projections without bias. A step is
+forward + backward + AdamW over in-batch ITC (open_clip `ClipLoss` / vlp `PretrainTask(itc=1)`) on
+one fixed random batch. Widths/depths come from vlp's `clip_tiny` / `clip_small` presets.
+
+Parameter counts must agree within 0.5%; the residual is vlp-only: the patch convolution's bias
+(open_clip's conv1 has none), BERT-style token-type embedding and embedding LayerNorm of the text
+tower (open_clip adds positions to tokens and goes straight into the blocks): 4 x width parameters.
+
+    .venv/bin/python benchmarks/bench_train_step.py [--sizes tiny,small] [--dtypes fp32,bf16] [--repeats 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+
+import torch
+
+from harness import Measured, adamw, append_jsonl, compare_in_subprocesses, interleaved, parameter_count, random_batch, rss_after, zero_grad_step
+from machine import describe, load_average, peaks
+from vlp.data.batch import Batch
+from vlp.models import ModelConfig, build_model, model_preset
+from vlp.tasks.pretrain import ObjectivesConfig, PretrainTask
+from vlp.train.optim import parameter_groups
+
+CONTEXT, VOCAB = 77, 49408
+BATCH = {"tiny": 128, "small": 64}
+
+
+def vlp_config(size: str) -> ModelConfig:
+    """vlp's clip preset of this size, text side set to open_clip's conventions (77 ctx, 49408 vocab)."""
+    cfg = model_preset(f"clip_{size}")
+    text = cfg.text_encoder
+    text.vocab_size, text.max_length, text.type_vocab_size = VOCAB, CONTEXT, 1
+    assert text.causal and text.norm_first and text.resolved_pool == "last", "clip preset is no longer CLIP-like"
+    return cfg
+
+
+def open_clip_model(cfg: ModelConfig) -> torch.nn.Module:
+    import open_clip
+
+    vit, text = cfg.image_encoder, cfg.text_encoder
+    vision_cfg = dict(
+        layers=vit.depth, width=vit.width, head_width=vit.width // vit.num_heads, mlp_ratio=vit.mlp_ratio,
+        patch_size=vit.patch_size, image_size=vit.image_size, no_ln_pre=True,
+    )
+    text_cfg = dict(
+        context_length=CONTEXT, vocab_size=VOCAB, width=text.width, heads=text.num_heads, layers=text.depth,
+        mlp_ratio=text.mlp_ratio,
+    )
+    return open_clip.CLIP(cfg.embed_dim, vision_cfg=vision_cfg, text_cfg=text_cfg, quick_gelu=False)
+
+
+def build_steps(size: str, dtype: str, which: tuple[str, ...] = ("vlp", "open_clip")) -> tuple[dict[str, Callable[[], None]], dict[str, int], Batch]:
+    """The training step of each implementation (same batch, same optimiser) and its parameter count."""
+    from open_clip.loss import ClipLoss
+
+    cfg = vlp_config(size)
+    batch = random_batch(BATCH[size], CONTEXT, VOCAB, cfg.image_encoder.image_size)
+    steps, counts = {}, {}
+    if "vlp" in which:
+        torch.manual_seed(0)
+        model = build_model(cfg)
+        task = PretrainTask(model, ObjectivesConfig(itc=1.0))
+        optimizer = adamw(parameter_groups(model, 0.1, model.no_weight_decay()))
+        steps["vlp"] = zero_grad_step(task, optimizer, lambda: task(batch).loss, dtype)
+        counts["vlp"] = parameter_count(model)
+    if "open_clip" in which:
+        torch.manual_seed(0)
+        peer = open_clip_model(cfg)
+        loss = ClipLoss()
+        optimizer = adamw(parameter_groups(peer, 0.1, {"positional_embedding", "class_embedding", "logit_scale"}))
+        steps["open_clip"] = zero_grad_step(peer, optimizer, lambda: loss(*peer(batch.pixels, batch.input_ids)), dtype)
+        counts["open_clip"] = parameter_count(peer)
+    return steps, counts, batch
+
+
+def check_counts(counts: dict[str, int], width: int) -> None:
+    ours, peer = counts["vlp"], counts["open_clip"]
+    if abs(ours - peer) > 0.005 * peer:
+        raise AssertionError(f"parameter counts differ by more than 0.5%: vlp {ours} vs open_clip {peer}")
+    if ours - peer != 4 * width:
+        print(f"note: residual {ours - peer} differs from the expected 4 x width = {4 * width}")
+
+
+def timing_worker(args: argparse.Namespace) -> dict:
+    steps, counts, batch = build_steps(args.size, args.dtype)
+    check_counts(counts, vlp_config(args.size).image_encoder.width)
+    measured = interleaved(steps, warmup=args.warmup, repeats=args.repeats)
+    return {
+        "counts": counts,
+        "batch": len(batch),
+        "measured": {name: vars(m) for name, m in measured.items()},
+    }
+
+
+def memory_worker(args: argparse.Namespace) -> dict:
+    steps, _, _ = build_steps(args.size, args.dtype, which=(args.impl,))
+    return rss_after(steps[args.impl])
+
+
+def worker_args(args: argparse.Namespace, size: str, dtype: str) -> list[str]:
+    return ["--size", size, "--dtype", dtype, "--threads", str(args.threads), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="tiny,small")
+    parser.add_argument("--dtypes", default="fp32,bf16")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: see RESULTS.md; use $(nproc) on a quiet machine)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=10, help="timed steps per implementation (interleaved)")
+    parser.add_argument("--json", help="append one JSON object per measurement to this file")
+    parser.add_argument("--worker", choices=["timing", "memory"], help=argparse.SUPPRESS)
+    parser.add_argument("--size", help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", help=argparse.SUPPRESS)
+    parser.add_argument("--impl", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.worker:
+        print(json.dumps(timing_worker(args) if args.worker == "timing" else memory_worker(args)))
+        return
+
+    machine = describe(args.threads)
+    peak = peaks(args.threads)
+    print(f"machine: {machine['cpu']}, {args.threads} threads, torch {machine['torch']}, open_clip {machine['open_clip']}; "
+          f"measured matmul peak fp32 {peak['fp32_gflops']:.0f} GFLOP/s" + (f", bf16 {peak['bf16_gflops']:.0f} GFLOP/s" if "bf16_gflops" in peak else ""))
+    print("CLIP train step (fwd + bwd + AdamW, in-batch ITC), median of interleaved steps; MFU vs the measured peak")
+    header = f"{'size':<6}{'dtype':<6}{'batch':>6}{'params vlp/peer':>20}{'vlp smp/s':>11}{'peer smp/s':>11}{'vlp/peer':>9}{'vlp MFU':>9}{'peer MFU':>9}{'vlp MB':>8}{'peer MB':>8}{'spread':>8}  load"
+    print(header)
+    for size in args.sizes.split(","):
+        for dtype in args.dtypes.split(","):
+            peak_key = f"{dtype}_gflops"
+            if peak_key not in peak:
+                print(f"{size:<6}{dtype:<6}  skipped: this CPU has no native bf16 (AVX512-BF16/AMX); emulated bf16 is ~100x slower")
+                continue
+            load = load_average()
+            result, memory = compare_in_subprocesses(__file__, ("vlp", "open_clip"), worker_args(args, size, dtype))
+            ours, peer = (Measured(**result["measured"][k]) for k in ("vlp", "open_clip"))
+            batch, counts = result["batch"], result["counts"]
+            spread = max(ours.spread, peer.spread)
+            print(f"{size:<6}{dtype:<6}{batch:>6}{counts['vlp'] / 1e6:>9.3f}M/{counts['open_clip'] / 1e6:.3f}M"
+                  f"{ours.samples_per_s(batch):>11.1f}{peer.samples_per_s(batch):>11.1f}{peer.median_s / ours.median_s:>8.2f}x"
+                  f"{100 * ours.mfu(peak[peak_key]):>8.1f}%{100 * peer.mfu(peak[peak_key]):>8.1f}%"
+                  f"{memory['vlp']['rss_growth_mb']:>8.0f}{memory['open_clip']['rss_growth_mb']:>8.0f}{100 * spread:>7.0f}%  {load}")
+            append_jsonl(args.json, [{
+                "benchmark": "train_step_clip", "impl": impl, "size": size, "dtype": dtype, "batch": batch,
+                "threads": args.threads, "params": counts[impl], "median_s": m.median_s, "samples_per_s": m.samples_per_s(batch),
+                "flops_per_step": m.flops, "mfu": m.mfu(peak[peak_key]), "peak_gflops": peak[peak_key],
+                **memory[impl], "load": load, "machine": machine,
+            } for impl, m in (("vlp", ours), ("open_clip", peer))])
+    print("ratio vlp/peer = peer step time / vlp step time (> 1: vlp faster); MB = peak RSS growth over the built model in a")
+    print("fresh process (activations + grads + AdamW state); spread = worst (p75 - p25) / median of the two sides' timed steps")
+
+
+if __name__ == "__main__":
+    main()
