@@ -32,7 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness import Measured, adamw, append_jsonl, compare_in_subprocesses, interleaved, parameter_count, random_batch, rss_after, zero_grad_step
+from harness import (
+    PAIR_HEADER, PAIR_LEGEND, adamw, append_jsonl, compare_in_subprocesses, interleaved, pair_cells, parameter_count,
+    random_batch, rss_after, zero_grad_step,
+)
 from machine import describe, load_average, peaks
 from vlp.data.batch import Batch
 from vlp.models import ModelConfig, build_model, model_preset
@@ -152,7 +155,7 @@ def lm_head_rows(model: str, size: str) -> tuple[int, int]:
 
 def timing_worker(args: argparse.Namespace) -> dict:
     steps, counts, batch = build_steps(args.model, args.size, args.dtype)
-    measured = interleaved(steps, warmup=args.warmup, repeats=args.repeats)
+    measured = interleaved(steps, warmup=args.warmup, repeats=args.repeats, dtype=args.dtype)
     return {"counts": counts, "batch": len(batch), "measured": {name: vars(m) for name, m in measured.items()}}
 
 
@@ -186,36 +189,24 @@ def main() -> None:
     print(f"machine: {machine['cpu']}, {args.threads} threads, torch {machine['torch']}, transformers {machine['transformers']}; "
           f"measured matmul peak fp32 {peak['fp32_gflops']:.0f} GFLOP/s" + (f", bf16 {peak['bf16_gflops']:.0f} GFLOP/s" if "bf16_gflops" in peak else ""))
     print("fusion train step (fwd + bwd + AdamW): blip = ITC + ITM + LM, git = LM; median of interleaved steps")
-    print(f"{'model':<6}{'size':<6}{'dtype':<6}{'batch':>6}{'params vlp/peer':>20}{'vlp smp/s':>11}{'peer smp/s':>11}{'vlp/peer':>9}"
-          f"{'vlp MFU':>9}{'peer MFU':>9}{'vlp MB':>8}{'peer MB':>8}{'LM rows':>9}{'spread':>8}  load")
+    print(f"{'model':<6}{'size':<6}{'dtype':<6}{PAIR_HEADER}{'LM rows':>10}  load")
     for model in args.models.split(","):
         for size in args.sizes.split(","):
             for dtype in args.dtypes.split(","):
-                peak_key = f"{dtype}_gflops"
-                if peak_key not in peak:
+                if dtype == "bf16" and "bf16_gflops" not in peak:
                     print(f"{model:<6}{size:<6}{dtype:<6}  skipped: this CPU has no native bf16 (AVX512-BF16/AMX)")
                     continue
                 load = load_average()
                 worker = ["--model", model, "--size", size, "--dtype", dtype, "--threads", str(args.threads),
                           "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
                 result, memory = compare_in_subprocesses(__file__, ("vlp", "transformers"), worker)
-                ours, peer = (Measured(**result["measured"][k]) for k in ("vlp", "transformers"))
-                batch, counts = result["batch"], result["counts"]
+                cells, records = pair_cells(result, memory, ("vlp", "transformers"))
                 rows = lm_head_rows(model, size)
-                print(f"{model:<6}{size:<6}{dtype:<6}{batch:>6}{counts['vlp'] / 1e6:>9.3f}M/{counts['transformers'] / 1e6:.3f}M"
-                      f"{ours.samples_per_s(batch):>11.1f}{peer.samples_per_s(batch):>11.1f}{peer.median_s / ours.median_s:>8.2f}x"
-                      f"{100 * ours.mfu(peak[peak_key]):>8.1f}%{100 * peer.mfu(peak[peak_key]):>8.1f}%"
-                      f"{memory['vlp']['rss_growth_mb']:>8.0f}{memory['transformers']['rss_growth_mb']:>8.0f}"
-                      f"{rows[0]:>4}/{rows[1]:<4}{100 * max(ours.spread, peer.spread):>7.0f}%  {load}")
-                append_jsonl(args.json, [{
-                    "benchmark": f"train_step_{model}", "impl": impl, "size": size, "dtype": dtype, "batch": batch,
-                    "threads": args.threads, "params": counts[impl], "median_s": m.median_s,
-                    "samples_per_s": m.samples_per_s(batch), "flops_per_step": m.flops, "mfu": m.mfu(peak[peak_key]),
-                    "peak_gflops": peak[peak_key], **memory[impl], "load": load, "machine": machine,
-                } for impl, m in (("vlp", ours), ("transformers", peer))])
-    print("vlp/peer = peer step time / vlp step time (> 1: vlp faster); MFU counts each side's own FLOPs (FlopCounterMode);")
-    print("LM rows = positions per sample the LM head projects, vlp/peer; MB = peak RSS growth in a fresh process")
-
+                print(f"{model:<6}{size:<6}{dtype:<6}{cells}{rows[0]:>5}/{rows[1]:<4}  {load}", flush=True)
+                common = {"benchmark": f"train_step_{model}", "size": size, "dtype": dtype, "threads": args.threads, "load": load, "machine": machine}
+                append_jsonl(args.json, [{**common, **r} for r in records])
+    print(PAIR_LEGEND)
+    print("LM rows = positions per sample the LM head projects, vlp/peer (GIT's peer projects the image tokens too)")
 
 if __name__ == "__main__":
     main()

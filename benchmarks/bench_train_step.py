@@ -22,7 +22,10 @@ from collections.abc import Callable
 
 import torch
 
-from harness import Measured, adamw, append_jsonl, compare_in_subprocesses, interleaved, parameter_count, random_batch, rss_after, zero_grad_step
+from harness import (
+    PAIR_HEADER, PAIR_LEGEND, adamw, append_jsonl, compare_in_subprocesses, interleaved, pair_cells, parameter_count,
+    random_batch, rss_after, zero_grad_step,
+)
 from machine import describe, load_average, peaks
 from vlp.data.batch import Batch
 from vlp.models import ModelConfig, build_model, model_preset
@@ -92,7 +95,7 @@ def check_counts(counts: dict[str, int], width: int) -> None:
 def timing_worker(args: argparse.Namespace) -> dict:
     steps, counts, batch = build_steps(args.size, args.dtype)
     check_counts(counts, vlp_config(args.size).image_encoder.width)
-    measured = interleaved(steps, warmup=args.warmup, repeats=args.repeats)
+    measured = interleaved(steps, warmup=args.warmup, repeats=args.repeats, dtype=args.dtype)
     return {
         "counts": counts,
         "batch": len(batch),
@@ -131,33 +134,20 @@ def main() -> None:
     peak = peaks(args.threads)
     print(f"machine: {machine['cpu']}, {args.threads} threads, torch {machine['torch']}, open_clip {machine['open_clip']}; "
           f"measured matmul peak fp32 {peak['fp32_gflops']:.0f} GFLOP/s" + (f", bf16 {peak['bf16_gflops']:.0f} GFLOP/s" if "bf16_gflops" in peak else ""))
-    print("CLIP train step (fwd + bwd + AdamW, in-batch ITC), median of interleaved steps; MFU vs the measured peak")
-    header = f"{'size':<6}{'dtype':<6}{'batch':>6}{'params vlp/peer':>20}{'vlp smp/s':>11}{'peer smp/s':>11}{'vlp/peer':>9}{'vlp MFU':>9}{'peer MFU':>9}{'vlp MB':>8}{'peer MB':>8}{'spread':>8}  load"
-    print(header)
+    print("CLIP train step (fwd + bwd + AdamW, in-batch ITC), median of interleaved steps")
+    print(f"{'size':<6}{'dtype':<6}{PAIR_HEADER}  load")
     for size in args.sizes.split(","):
         for dtype in args.dtypes.split(","):
-            peak_key = f"{dtype}_gflops"
-            if peak_key not in peak:
+            if dtype == "bf16" and "bf16_gflops" not in peak:
                 print(f"{size:<6}{dtype:<6}  skipped: this CPU has no native bf16 (AVX512-BF16/AMX); emulated bf16 is ~100x slower")
                 continue
             load = load_average()
             result, memory = compare_in_subprocesses(__file__, ("vlp", "open_clip"), worker_args(args, size, dtype))
-            ours, peer = (Measured(**result["measured"][k]) for k in ("vlp", "open_clip"))
-            batch, counts = result["batch"], result["counts"]
-            spread = max(ours.spread, peer.spread)
-            print(f"{size:<6}{dtype:<6}{batch:>6}{counts['vlp'] / 1e6:>9.3f}M/{counts['open_clip'] / 1e6:.3f}M"
-                  f"{ours.samples_per_s(batch):>11.1f}{peer.samples_per_s(batch):>11.1f}{peer.median_s / ours.median_s:>8.2f}x"
-                  f"{100 * ours.mfu(peak[peak_key]):>8.1f}%{100 * peer.mfu(peak[peak_key]):>8.1f}%"
-                  f"{memory['vlp']['rss_growth_mb']:>8.0f}{memory['open_clip']['rss_growth_mb']:>8.0f}{100 * spread:>7.0f}%  {load}")
-            append_jsonl(args.json, [{
-                "benchmark": "train_step_clip", "impl": impl, "size": size, "dtype": dtype, "batch": batch,
-                "threads": args.threads, "params": counts[impl], "median_s": m.median_s, "samples_per_s": m.samples_per_s(batch),
-                "flops_per_step": m.flops, "mfu": m.mfu(peak[peak_key]), "peak_gflops": peak[peak_key],
-                **memory[impl], "load": load, "machine": machine,
-            } for impl, m in (("vlp", ours), ("open_clip", peer))])
-    print("ratio vlp/peer = peer step time / vlp step time (> 1: vlp faster); MB = peak RSS growth over the built model in a")
-    print("fresh process (activations + grads + AdamW state); spread = worst (p75 - p25) / median of the two sides' timed steps")
-
+            cells, records = pair_cells(result, memory, ("vlp", "open_clip"))
+            print(f"{size:<6}{dtype:<6}{cells}  {load}", flush=True)
+            common = {"benchmark": "train_step_clip", "size": size, "dtype": dtype, "threads": args.threads, "load": load, "machine": machine}
+            append_jsonl(args.json, [{**common, **r} for r in records])
+    print(PAIR_LEGEND)
 
 if __name__ == "__main__":
     main()

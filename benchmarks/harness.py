@@ -28,6 +28,7 @@ import torch
 from torch.profiler import record_function
 from torch.utils.flop_counter import FlopCounterMode
 
+from machine import matmul_probe
 from vlp.data.batch import Batch
 
 Step = Callable[[], None]
@@ -41,11 +42,16 @@ class Measured:
     spread: float  # (p75 - p25) / median: how noisy the timed steps were
     flops: float  # per step, forward + backward, as FlopCounterMode counts them
 
+    @property
+    def gflops(self) -> float:
+        return self.flops / self.median_s / 1e9
+
     def samples_per_s(self, batch: int) -> float:
         return batch / self.median_s
 
-    def mfu(self, peak_gflops: float) -> float:
-        return self.flops / self.median_s / (peak_gflops * 1e9)
+    def mfu(self, peak: Measured) -> float:
+        """Model FLOPs utilisation against the interleaved matmul probe (see `interleaved`)."""
+        return self.gflops / peak.gflops
 
 
 def precision_context(dtype: str) -> contextlib.AbstractContextManager:
@@ -75,12 +81,24 @@ def _quantile_spread(times: list[float]) -> float:
     return (q3 - q1) / statistics.median(times)
 
 
-def interleaved(steps: dict[str, Step], warmup: int, repeats: int) -> dict[str, Measured]:
-    """Warm up every step, then time `repeats` rounds of one call each, alternating the order."""
+PEAK = "matmul peak"  # the probe's name among the interleaved steps
+
+
+def interleaved(steps: dict[str, Step], warmup: int, repeats: int, dtype: str | None = None) -> dict[str, Measured]:
+    """Warm up every step, then time `repeats` rounds of one call each, alternating the order.
+
+    With `dtype` ('fp32'/'bf16') a large matmul in that precision joins the rotation as the step
+    named `PEAK`: its GFLOP/s is the MFU denominator measured under the same load as the steps."""
+    steps = dict(steps)
+    probe_flops = None
+    if dtype is not None:
+        steps[PEAK], probe_flops = matmul_probe(torch.bfloat16 if dtype == "bf16" else torch.float32, size=1024)
     for step in steps.values():
         for _ in range(warmup):
             step()
     flops = {name: count_flops(step) for name, step in steps.items()}
+    if probe_flops is not None:
+        flops[PEAK] = probe_flops
     times: dict[str, list[float]] = {name: [] for name in steps}
     names = list(steps)
     for round_index in range(repeats):
@@ -170,3 +188,36 @@ def append_jsonl(path: str | None, records: list[dict]) -> None:
     with open(path, "a") as handle:
         for record in records:
             handle.write(json.dumps(record) + "\n")
+
+
+def pair_cells(result: dict, memory: dict[str, dict], impls: tuple[str, str]) -> tuple[str, list[dict]]:
+    """The table cells shared by both training-step tables, and one JSON record per implementation.
+
+    Cells: batch, both parameter counts, both samples/s, the ratio (peer time / vlp time), both MFUs
+    against the interleaved matmul probe, the probe's GFLOP/s, both peak-RSS growths, the spread."""
+    ours, peer, probe = (Measured(**result["measured"][k]) for k in (*impls, PEAK))
+    batch, counts = result["batch"], result["counts"]
+    cells = (
+        f"{batch:>6}{counts[impls[0]] / 1e6:>9.3f}M/{counts[impls[1]] / 1e6:.3f}M"
+        f"{ours.samples_per_s(batch):>11.1f}{peer.samples_per_s(batch):>11.1f}{peer.median_s / ours.median_s:>8.2f}x"
+        f"{100 * ours.mfu(probe):>8.1f}%{100 * peer.mfu(probe):>8.1f}%{probe.gflops:>10.1f}"
+        f"{memory[impls[0]]['rss_growth_mb']:>8.0f}{memory[impls[1]]['rss_growth_mb']:>8.0f}"
+        f"{100 * max(ours.spread, peer.spread):>7.0f}%"
+    )
+    records = [
+        {
+            "impl": impl, "batch": batch, "params": counts[impl], "median_s": m.median_s, "spread": m.spread,
+            "samples_per_s": m.samples_per_s(batch), "flops_per_step": m.flops, "mfu": m.mfu(probe),
+            "peak_gflops": probe.gflops, **memory[impl],
+        }
+        for impl, m in ((impls[0], ours), (impls[1], peer))
+    ]
+    return cells, records
+
+
+PAIR_HEADER = f"{'batch':>6}{'params vlp/peer':>20}{'vlp smp/s':>11}{'peer smp/s':>11}{'vlp/peer':>9}{'vlp MFU':>9}{'peer MFU':>9}{'peak GF/s':>10}{'vlp MB':>8}{'peer MB':>8}{'spread':>8}"
+PAIR_LEGEND = (
+    "vlp/peer = peer step time / vlp step time (> 1: vlp faster); MFU = FlopCounterMode FLOPs per step / step time / the\n"
+    "GFLOP/s of a 1024^3 matmul in the step's precision timed interleaved with the steps (peak GF/s); MB = peak RSS growth\n"
+    "over the built model in a fresh process (activations + grads + AdamW state); spread = worst (p75-p25)/median of the two"
+)

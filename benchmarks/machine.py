@@ -18,6 +18,7 @@ import platform
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from importlib import metadata
 
 import torch
@@ -88,25 +89,36 @@ def describe(threads: int | None = None) -> dict[str, object]:
     return info
 
 
+def matmul_probe(dtype: torch.dtype = torch.float32, size: int = 2048, device: str = "cpu") -> tuple[Callable[[], None], float]:
+    """(one `size x size @ size x size` product in `dtype`, its FLOPs): the peak's unit of work.
+
+    Benchmarks time it interleaved with their steps, so the MFU denominator sees the same machine
+    load as the numerator (on a shared machine a peak measured once, earlier, does not)."""
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+
+    def probe() -> None:
+        torch.mm(a, b)
+        if device != "cpu":
+            torch.cuda.synchronize()
+
+    return probe, 2.0 * size**3
+
+
 def matmul_peak(dtype: torch.dtype = torch.float32, size: int = 2048, repeats: int = 7, device: str = "cpu") -> float:
-    """Median GFLOP/s of `size x size @ size x size` in `dtype` (2 * size^3 FLOPs each).
+    """Median GFLOP/s of `size x size @ size x size` in `dtype`.
 
     Median, not max: on a shared machine the max is a lucky moment that training never sees again,
     while the median is what a steady loop gets. One warm-up product first (thread pool, page faults).
     """
-    a = torch.randn(size, size, device=device).to(dtype)
-    b = torch.randn(size, size, device=device).to(dtype)
-    torch.mm(a, b)
+    probe, flops = matmul_probe(dtype, size, device)
+    probe()
     times = []
     for _ in range(repeats):
-        if device != "cpu":
-            torch.cuda.synchronize()
         start = time.perf_counter()
-        torch.mm(a, b)
-        if device != "cpu":
-            torch.cuda.synchronize()
+        probe()
         times.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(times) / 1e9
+    return flops / statistics.median(times) / 1e9
 
 
 def peaks(threads: int, size: int = 2048, bf16: bool = True) -> dict[str, float]:
