@@ -33,10 +33,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness import (
-    PAIR_HEADER, PAIR_LEGEND, adamw, append_jsonl, compare_in_subprocesses, interleaved, pair_cells, parameter_count,
+    PAIR_HEADER, PAIR_LEGEND, add_arguments, adamw, append_jsonl, banner, compare_in_subprocesses, interleaved, pair_cells, parameter_count,
     random_batch, rss_after, zero_grad_step,
 )
-from machine import describe, load_average, peaks
+from machine import load_average
 from vlp.data.batch import Batch
 from vlp.models import ModelConfig, build_model, model_preset
 from vlp.objectives import build_itm_pairs, sample_hard_negatives
@@ -167,27 +167,15 @@ def memory_worker(args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="blip,git")
-    parser.add_argument("--sizes", default="tiny,small")
-    parser.add_argument("--dtypes", default="fp32,bf16")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: see RESULTS.md; use $(nproc) on a quiet machine)")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=8, help="timed steps per implementation (interleaved)")
-    parser.add_argument("--json", help="append one JSON object per measurement to this file")
-    parser.add_argument("--worker", choices=["timing", "memory"], help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
-    parser.add_argument("--size", help=argparse.SUPPRESS)
-    parser.add_argument("--dtype", help=argparse.SUPPRESS)
-    parser.add_argument("--impl", help=argparse.SUPPRESS)
+    add_arguments(parser, warmup=2, repeats=8)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.worker:
         print(json.dumps(timing_worker(args) if args.worker == "timing" else memory_worker(args)))
         return
 
-    machine = describe(args.threads)
-    peak = peaks(args.threads)
-    print(f"machine: {machine['cpu']}, {args.threads} threads, torch {machine['torch']}, transformers {machine['transformers']}; "
-          f"measured matmul peak fp32 {peak['fp32_gflops']:.0f} GFLOP/s" + (f", bf16 {peak['bf16_gflops']:.0f} GFLOP/s" if "bf16_gflops" in peak else ""))
+    machine, peak = banner(args, "transformers")
     print("fusion train step (fwd + bwd + AdamW): blip = ITC + ITM + LM, git = LM; median of interleaved steps")
     print(f"{'model':<6}{'size':<6}{'dtype':<6}{PAIR_HEADER}{'LM rows':>10}  load")
     for model in args.models.split(","):

@@ -23,10 +23,10 @@ from collections.abc import Callable
 import torch
 
 from harness import (
-    PAIR_HEADER, PAIR_LEGEND, adamw, append_jsonl, compare_in_subprocesses, interleaved, pair_cells, parameter_count,
+    PAIR_HEADER, PAIR_LEGEND, add_arguments, adamw, append_jsonl, banner, compare_in_subprocesses, interleaved, pair_cells, parameter_count,
     random_batch, rss_after, zero_grad_step,
 )
-from machine import describe, load_average, peaks
+from machine import load_average
 from vlp.data.batch import Batch
 from vlp.models import ModelConfig, build_model, model_preset
 from vlp.tasks.pretrain import ObjectivesConfig, PretrainTask
@@ -60,12 +60,12 @@ def open_clip_model(cfg: ModelConfig) -> torch.nn.Module:
     return open_clip.CLIP(cfg.embed_dim, vision_cfg=vision_cfg, text_cfg=text_cfg, quick_gelu=False)
 
 
-def build_steps(size: str, dtype: str, which: tuple[str, ...] = ("vlp", "open_clip")) -> tuple[dict[str, Callable[[], None]], dict[str, int], Batch]:
+def build_steps(size: str, dtype: str, which: tuple[str, ...] = ("vlp", "open_clip"), batch_size: int | None = None) -> tuple[dict[str, Callable[[], None]], dict[str, int], Batch]:
     """The training step of each implementation (same batch, same optimiser) and its parameter count."""
     from open_clip.loss import ClipLoss
 
     cfg = vlp_config(size)
-    batch = random_batch(BATCH[size], CONTEXT, VOCAB, cfg.image_encoder.image_size)
+    batch = random_batch(batch_size or BATCH[size], CONTEXT, VOCAB, cfg.image_encoder.image_size)
     steps, counts = {}, {}
     if "vlp" in which:
         torch.manual_seed(0)
@@ -114,26 +114,14 @@ def worker_args(args: argparse.Namespace, size: str, dtype: str) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="tiny,small")
-    parser.add_argument("--dtypes", default="fp32,bf16")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: see RESULTS.md; use $(nproc) on a quiet machine)")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=10, help="timed steps per implementation (interleaved)")
-    parser.add_argument("--json", help="append one JSON object per measurement to this file")
-    parser.add_argument("--worker", choices=["timing", "memory"], help=argparse.SUPPRESS)
-    parser.add_argument("--size", help=argparse.SUPPRESS)
-    parser.add_argument("--dtype", help=argparse.SUPPRESS)
-    parser.add_argument("--impl", help=argparse.SUPPRESS)
+    add_arguments(parser, warmup=3, repeats=10)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.worker:
         print(json.dumps(timing_worker(args) if args.worker == "timing" else memory_worker(args)))
         return
 
-    machine = describe(args.threads)
-    peak = peaks(args.threads)
-    print(f"machine: {machine['cpu']}, {args.threads} threads, torch {machine['torch']}, open_clip {machine['open_clip']}; "
-          f"measured matmul peak fp32 {peak['fp32_gflops']:.0f} GFLOP/s" + (f", bf16 {peak['bf16_gflops']:.0f} GFLOP/s" if "bf16_gflops" in peak else ""))
+    machine, peak = banner(args, "open_clip")
     print("CLIP train step (fwd + bwd + AdamW, in-batch ITC), median of interleaved steps")
     print(f"{'size':<6}{'dtype':<6}{PAIR_HEADER}  load")
     for size in args.sizes.split(","):

@@ -14,7 +14,9 @@ harness. The rules it enforces:
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import datetime
 import json
 import resource
 import statistics
@@ -28,7 +30,7 @@ import torch
 from torch.profiler import record_function
 from torch.utils.flop_counter import FlopCounterMode
 
-from machine import matmul_probe
+from machine import describe, matmul_probe, peaks
 from vlp.data.batch import Batch
 
 Step = Callable[[], None]
@@ -183,11 +185,13 @@ def compare_in_subprocesses(script: str, impls: tuple[str, str], args: list[str]
 
 
 def append_jsonl(path: str | None, records: list[dict]) -> None:
+    """One JSON object per line, each stamped with the UTC time it was written."""
     if not path:
         return
+    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     with open(path, "a") as handle:
         for record in records:
-            handle.write(json.dumps(record) + "\n")
+            handle.write(json.dumps({"timestamp": stamp, **record}) + "\n")
 
 
 def pair_cells(result: dict, memory: dict[str, dict], impls: tuple[str, str]) -> tuple[str, list[dict]]:
@@ -221,3 +225,26 @@ PAIR_LEGEND = (
     "GFLOP/s of a 1024^3 matmul in the step's precision timed interleaved with the steps (peak GF/s); MB = peak RSS growth\n"
     "over the built model in a fresh process (activations + grads + AdamW state); spread = worst (p75-p25)/median of the two"
 )
+
+
+def add_arguments(parser: argparse.ArgumentParser, warmup: int, repeats: int) -> None:
+    """The options both training-step scripts share, and the hidden ones of their worker processes."""
+    parser.add_argument("--sizes", default="tiny,small")
+    parser.add_argument("--dtypes", default="fp32,bf16")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: see RESULTS.md; use $(nproc) on a quiet machine)")
+    parser.add_argument("--warmup", type=int, default=warmup)
+    parser.add_argument("--repeats", type=int, default=repeats, help="timed steps per implementation (interleaved)")
+    parser.add_argument("--json", help="append one JSON object per measurement to this file")
+    parser.add_argument("--worker", choices=["timing", "memory"], help=argparse.SUPPRESS)
+    for hidden in ("--size", "--dtype", "--impl"):
+        parser.add_argument(hidden, help=argparse.SUPPRESS)
+
+
+def banner(args: argparse.Namespace, peer_library: str) -> tuple[dict, dict[str, float]]:
+    """Print the machine line every table starts with; (machine description, standalone peaks)."""
+    machine = describe(args.threads)
+    peak = peaks(args.threads)
+    bf16 = f", bf16 {peak['bf16_gflops']:.0f} GFLOP/s" if "bf16_gflops" in peak else ""
+    print(f"machine: {machine['cpu']}, {args.threads} threads, torch {machine['torch']}, {peer_library} {machine[peer_library]}; "
+          f"matmul peak measured now fp32 {peak['fp32_gflops']:.0f} GFLOP/s{bf16} (MFU uses the interleaved probe)")
+    return machine, peak
