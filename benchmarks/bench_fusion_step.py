@@ -25,7 +25,6 @@ Parameter counts are printed side by side; the residual differences are listed i
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 
 import torch
@@ -33,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness import (
-    PAIR_HEADER, PAIR_LEGEND, add_arguments, adamw, append_jsonl, banner, compare_in_subprocesses, interleaved, pair_cells, parameter_count,
+    PAIR_HEADER, PAIR_LEGEND, add_arguments, adamw, append_jsonl, banner, compare_in_subprocesses, interleaved, pair_cells, parameter_count, parse_or_work,
     random_batch, rss_after, zero_grad_step,
 )
 from machine import load_average
@@ -169,10 +168,8 @@ def main() -> None:
     parser.add_argument("--models", default="blip,git")
     parser.add_argument("--model", help=argparse.SUPPRESS)
     add_arguments(parser, warmup=2, repeats=8)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    if args.worker:
-        print(json.dumps(timing_worker(args) if args.worker == "timing" else memory_worker(args)))
+    args = parse_or_work(parser, timing_worker, memory_worker)
+    if args is None:
         return
 
     machine, peak = banner(args, "transformers")

@@ -17,13 +17,12 @@ tower (open_clip adds positions to tokens and goes straight into the blocks): 4 
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 
 import torch
 
 from harness import (
-    PAIR_HEADER, PAIR_LEGEND, add_arguments, adamw, append_jsonl, banner, compare_in_subprocesses, interleaved, pair_cells, parameter_count,
+    PAIR_HEADER, PAIR_LEGEND, add_arguments, adamw, append_jsonl, banner, compare_in_subprocesses, interleaved, pair_cells, parameter_count, parse_or_work,
     random_batch, rss_after, zero_grad_step,
 )
 from machine import load_average
@@ -115,10 +114,8 @@ def worker_args(args: argparse.Namespace, size: str, dtype: str) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser, warmup=3, repeats=10)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    if args.worker:
-        print(json.dumps(timing_worker(args) if args.worker == "timing" else memory_worker(args)))
+    args = parse_or_work(parser, timing_worker, memory_worker)
+    if args is None:
         return
 
     machine, peak = banner(args, "open_clip")

@@ -240,6 +240,17 @@ def add_arguments(parser: argparse.ArgumentParser, warmup: int, repeats: int) ->
         parser.add_argument(hidden, help=argparse.SUPPRESS)
 
 
+def parse_or_work(parser: argparse.ArgumentParser, timing: Callable[[argparse.Namespace], dict], memory: Callable[[argparse.Namespace], dict]) -> argparse.Namespace | None:
+    """Parse the options and set the thread count; in a worker process run its job, print its JSON
+    result and return None (the caller then exits), else return the options for the table driver."""
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if not args.worker:
+        return args
+    print(json.dumps(timing(args) if args.worker == "timing" else memory(args)))
+    return None
+
+
 def banner(args: argparse.Namespace, peer_library: str) -> tuple[dict, dict[str, float]]:
     """Print the machine line every table starts with; (machine description, standalone peaks)."""
     machine = describe(args.threads)
