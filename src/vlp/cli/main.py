@@ -143,9 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_experiment_args(config)
     config.set_defaults(func=cmd_config)
 
-    from vlp.cli import weights_cmds
+    from vlp.cli import adapt_cmds, weights_cmds
 
     weights_cmds.register(sub)
+    adapt_cmds.register(sub)
     return parser
 
 
@@ -154,12 +155,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The tokenizer is trained in this process before DataLoader workers fork; Rust's thread pool
     # cannot survive a fork, and `tokenizers` would warn once per worker. Batches are small anyway.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from vlp.data.records import DataFormatError
     from vlp.registry import RegistryError
     from vlp.train import CheckpointError, TrainingInterrupted
 
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, RegistryError, CheckpointError, FileNotFoundError) as err:
+    except (ConfigError, RegistryError, CheckpointError, DataFormatError, FileNotFoundError) as err:
         print(f"vlp: error: {err}", file=sys.stderr)
         return 2
     except TrainingInterrupted as err:
