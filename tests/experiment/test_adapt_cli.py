@@ -62,6 +62,10 @@ def test_finetune_captioning_and_vqa(pretrained: Path, tmp_path: Path) -> None:
     vqa = json.loads((vqa_run / "eval_vqa.json").read_text())["test"]
     assert 0.0 <= vqa["overall"] <= 100.0 and any(k.startswith("perQuestionType/") for k in vqa)
     assert run_cli("evaluate", "vqa", "--run-dir", str(pretrained), "--split", "test", "--method", "rank", "--answers", "10") == 0
+    generative_run = tmp_path / "vqa_gen"
+    assert run_cli("finetune", "vqa", "--generative", "--init-from", str(pretrained), "--run-dir", str(generative_run), "--answers", "20", *steps) == 0
+    assert run_cli("evaluate", "vqa", "--run-dir", str(generative_run), "--split", "test", "--method", "rank") == 0
+    assert "overall" in json.loads((generative_run / "eval_vqa.json").read_text())["test"]
 
 
 def test_unknown_task_is_refused(capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,7 +10,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from vlp.experiment.adapt import finetune
 
     run_dir = Path(args.run_dir or f"{args.init_from.rstrip('/')}_{args.task}")
-    result = finetune(args.task, Path(args.init_from), run_dir, overrides=args.set or [], answers=args.answers)
+    result = finetune(args.task, Path(args.init_from), run_dir, overrides=args.set or [], answers=args.answers, generative=args.generative)
     print(f"fine-tuned to step {result.step} (loss {result.loss:.4f}) in {result.seconds:.0f}s; checkpoint {result.checkpoint}")
     return 0
 
@@ -39,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     finetune.add_argument("--run-dir", help="output directory (default <init-from>_<task>)")
     finetune.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override, e.g. train.max_steps=300")
     finetune.add_argument("--answers", type=int, default=1000, help="VQA: answer vocabulary size")
+    finetune.add_argument("--generative", action="store_true", help="vqa: train answer generation (for --method rank) instead of a classifier")
     finetune.set_defaults(func=cmd_finetune)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a run on a downstream task")

@@ -37,6 +37,7 @@ from vlp.train.checkpoint import find_resumable, write_text_atomic
 
 FinetuneTask = Literal["retrieval", "captioning", "vqa"]
 EvalTask = Literal["retrieval", "captioning", "vqa", "zeroshot"]
+ANSWER_LENGTH = 8  # tokens of "answer [SEP]" in generative VQA fine-tuning
 FINETUNE_TASKS: tuple[str, ...] = ("retrieval", "captioning", "vqa")
 EVAL_TASKS: tuple[str, ...] = ("retrieval", "captioning", "vqa", "zeroshot")
 
@@ -77,18 +78,21 @@ def run_model(run_dir: Path, checkpoint: Path | None = None) -> tuple[Experiment
 
 
 def finetune(
-    task: str, init_from: Path, run_dir: Path, overrides: list[str] | None = None, answers: int = 1000, log=print
+    task: str, init_from: Path, run_dir: Path, overrides: list[str] | None = None, answers: int = 1000,
+    generative: bool = False, log=print,
 ) -> TrainResult:
     """Fine-tune the model of run ``init_from`` for ``task``; ``overrides`` are dotted ``key=value``
     settings applied to the pre-training run's config (e.g. ``train.max_steps=300``); ``answers``
-    caps the VQA answer vocabulary (the most frequent normalised training answers)."""
+    caps the VQA answer vocabulary (the most frequent normalised training answers); ``generative``
+    fine-tunes VQA as answer generation after the question (LM loss on the answer tokens, for
+    ``vlp evaluate vqa --method rank``) instead of the classifier."""
     from vlp.config import apply_overrides
     from vlp.experiment.run import train_experiment
 
     base, _, checkpoint = run_model(Path(init_from))
     cfg = replace(base, name=f"{base.name}_{task}", init_from=str(checkpoint))
     if task == "vqa":
-        return _finetune_vqa(apply_overrides(cfg, overrides or []), checkpoint, Path(run_dir), answers, log)
+        return _finetune_vqa(apply_overrides(cfg, overrides or []), checkpoint, Path(run_dir), answers, generative, log)
     cfg = apply_overrides(finetune_objectives(task, cfg), overrides or [])
     return train_experiment(cfg, Path(run_dir), log=log)
 
@@ -108,10 +112,10 @@ def vqa_records(cfg: ExperimentConfig, split: str):
     return read_vqa(questions, annotations if annotations.is_file() else None, image_root=cfg.data.image_root or root, image_paths=paths)
 
 
-def _finetune_vqa(cfg: ExperimentConfig, checkpoint: Path, run_dir: Path, answers: int, log) -> TrainResult:
+def _finetune_vqa(cfg: ExperimentConfig, checkpoint: Path, run_dir: Path, answers: int, generative: bool, log) -> TrainResult:
     from vlp.data.vqa import AnswerVocab, VQACollator, VQADataset
     from vlp.experiment.run import save_config
-    from vlp.tasks.vqa import VQATask
+    from vlp.tasks.vqa import VQAGenerativeTask, VQATask
 
     if cfg.data.format == "scenes":
         ensure_scenes(cfg.data, progress=log)
@@ -120,26 +124,42 @@ def _finetune_vqa(cfg: ExperimentConfig, checkpoint: Path, run_dir: Path, answer
     tokenizer = TextTokenizer.load(checkpoint.parent.parent / "tokenizer")
     pretrained = build_task(cfg)
     load_model_weights(checkpoint, pretrained)
-    task = VQATask(pretrained.model, len(vocab))
+    if generative:
+        if pretrained.model.lm_head is None:
+            raise ValueError("generative VQA fine-tuning needs a model with an LM head (heads.lm)")
+        task: VQATask | VQAGenerativeTask = VQAGenerativeTask(pretrained.model)
+        # the run holds the bare model (no momentum copy): evaluation rebuilds it from this config
+        cfg = replace(cfg, objectives=replace(cfg.objectives, queue_size=0, distill_alpha=0.0))
+    else:
+        task = VQATask(pretrained.model, len(vocab))
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir)
     tokenizer.save(run_dir / "tokenizer")
     vocab.save(run_dir / "answers.json")
+    write_text_atomic(run_dir / "vqa.json", json.dumps({"mode": "generative" if generative else "classifier"}))
     log(f"[vqa] {len(records)} questions, {len(vocab)} answers (coverage {100 * vocab.coverage(records):.1f} %), from {checkpoint}")
     dataset = VQADataset(records, ImageTransform(image_size_of(cfg)), vocab)
-    collate = VQACollator(tokenizer, cfg.model.text_encoder.max_length, num_answers=len(vocab))
+    max_length = cfg.model.text_encoder.max_length
+    collate = VQACollator(tokenizer, max_length, answer_length=ANSWER_LENGTH) if generative else VQACollator(tokenizer, max_length, num_answers=len(vocab))
     trainer = Trainer(task, dataset, collate, cfg.train, run_dir, metadata={"config": to_dict(cfg), "task": "vqa"})
     return trainer.fit()
 
 
+def vqa_mode(run_dir: Path) -> str | None:
+    """"classifier" or "generative" for a VQA fine-tuning run, None for any other run."""
+    path = Path(run_dir) / "vqa.json"
+    return json.loads(path.read_text(encoding="utf-8"))["mode"] if path.is_file() else None
+
+
 def load_vqa_predictor(run_dir: Path, checkpoint: Path | None = None):
-    """(config, tokenizer, answer vocabulary, VQATask in eval mode) of a VQA fine-tuning run."""
+    """(config, tokenizer, answer vocabulary, VQATask / VQAGenerativeTask in eval mode) of a VQA run."""
     from vlp.data.vqa import AnswerVocab
-    from vlp.tasks.vqa import VQATask
+    from vlp.tasks.vqa import VQAGenerativeTask, VQATask
 
     cfg, tokenizer, checkpoint = run_model(run_dir, checkpoint)
     vocab = AnswerVocab.load(run_dir / "answers.json")
-    task = VQATask(build_task(cfg).model, len(vocab))
+    model = build_task(cfg).model
+    task = VQAGenerativeTask(model) if vqa_mode(run_dir) == "generative" else VQATask(model, len(vocab))
     load_model_weights(checkpoint, task)
     return cfg, tokenizer, vocab, task.eval()
 
@@ -194,10 +214,13 @@ def evaluate_task(
     run_dir = Path(run_dir)
     target = resolve_device(device)
     results: dict[str, dict[str, float]] = {}
-    if task == "vqa" and method == "classifier":
-        cfg, tokenizer, vocab, predictor = load_vqa_predictor(run_dir)
-        model = predictor.model
-        predictor.to(target)
+    mode = vqa_mode(run_dir)
+    if task == "vqa" and method == "classifier" and mode != "classifier":
+        raise ValueError(f"{run_dir} has no VQA classifier: fine-tune one with `vlp finetune vqa`, or use --method rank")
+    if mode is not None:
+        cfg, tokenizer, vocab, vqa_task = load_vqa_predictor(run_dir)
+        model = vqa_task.model.to(target)
+        predictor = vqa_task if mode == "classifier" else model
     else:
         cfg, tokenizer, model = load_trained_model(run_dir)
         predictor = model.to(target)
@@ -218,8 +241,9 @@ def evaluate_task(
             from vlp.adapt.vqa import evaluate_vqa
             from vlp.data.vqa import AnswerVocab
 
-            if method != "classifier":  # ranking: candidates are the answers of the training questions
-                vocab = AnswerVocab.from_records(vqa_records(cfg, cfg.data.train_split), size=answers)
+            if method != "classifier":  # ranking: the run's answer list, else the training answers
+                saved = run_dir / "answers.json"
+                vocab = AnswerVocab.load(saved) if saved.is_file() else AnswerVocab.from_records(vqa_records(cfg, cfg.data.train_split), size=answers)
             accuracy = evaluate_vqa(predictor, vqa_records(cfg, split), tokenizer, vocab, image_size=size, max_length=max_length, method=method)  # type: ignore[arg-type]
             results[split] = _flatten_vqa(accuracy.as_percent())
         else:
