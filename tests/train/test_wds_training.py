@@ -83,3 +83,36 @@ def test_wds_records_are_one_training_split(shards: Path) -> None:
     assert len(records) == 40 and all(r.captions for r in records)
     with pytest.raises(ValueError, match="need another format"):
         load_records(data, ["test"])
+
+
+def test_torchrun_two_ranks_read_disjoint_halves(shards: Path, tiny_scenes: Path, tmp_path: Path) -> None:
+    """`vlp data convert` then `vlp train --set data.format=wds` under torchrun (2 gloo processes):
+    each rank reads its own 20 of the 40 samples per epoch (one batch of 16, 4 dropped)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    run = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+        "--master_port", str(port), "-m", "vlp.cli", "train", "--preset", "clip_tiny", "--run-dir", str(run),
+        "--set", "data.format=wds", "--set", f"data.path={shards}", "--set", "train.max_steps=3",
+        "--set", "train.warmup_steps=1", "--set", "train.batch_size=16", "--set", "train.log_every=1",
+        "--set", "train.tensorboard=false", "--set", "train.debug_samples=true", "--set", "train.num_workers=0",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    per_rank = [steps_of_rank(run, r) for r in (0, 1)]
+    for step in range(3):  # one step per epoch
+        a, b = (per_rank[r][step]["indices"][0] for r in (0, 1))
+        assert len(a) == len(b) == 16 and not set(a) & set(b)
+    assert per_rank[0][0]["loss"] == per_rank[1][0]["loss"]  # the all-reduced loss
+
+
+def steps_of_rank(run: Path, rank: int) -> list[dict]:
+    return [json.loads(line) for line in (run / f"samples_rank{rank}.jsonl").read_text().splitlines()]
