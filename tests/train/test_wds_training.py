@@ -86,7 +86,7 @@ def test_wds_records_are_one_training_split(shards: Path) -> None:
 
 
 def test_torchrun_two_ranks_read_disjoint_halves(shards: Path, tiny_scenes: Path, tmp_path: Path) -> None:
-    """`vlp data convert` then `vlp train --set data.format=wds` under torchrun (2 gloo processes):
+    """`vlp train --set data.format=wds` under torchrun (2 gloo processes):
     each rank reads its own 20 of the 40 samples per epoch (one batch of 16, 4 dropped)."""
     import os
     import socket
