@@ -44,6 +44,8 @@ def load_records(data: DataConfig, splits: list[str] | tuple[str, ...]) -> dict[
     """Records per split: read once from the Karpathy JSON (scenes are written in that format) or the
     file of another format, or once per split when data.path holds a "{split}" pattern."""
     path = dataset_json(data)
+    if data.format == "wds":
+        return {data.train_split: wds_records(data, splits)}
     if data.format in ("scenes", "karpathy"):
         records = read_karpathy(path, image_root=data.image_root, splits=set(splits))
     else:
@@ -66,6 +68,27 @@ def load_records(data: DataConfig, splits: list[str] | tuple[str, ...]) -> dict[
             )
             raise ValueError(f"split {split!r} has no images in {path}{hint}")
     return by_split
+
+
+def wds_records(data: DataConfig, splits: list[str] | tuple[str, ...]) -> list[ImageRecord]:
+    """All samples of the shards as the one training split, for the tokenizer and the counts: the
+    shards themselves are streamed (``WebDatasetStream``), so ``path`` is only the shard spec.
+    This is one pass over the shards, reading every image's bytes but decoding none."""
+    from vlp.data.formats.wds import read_wds
+
+    others = [s for s in splits if s != data.train_split]
+    if others:
+        raise ValueError(
+            f"data.format=wds streams all shards as the training split {data.train_split!r}; split(s) {others} "
+            "need another format: evaluate with data.format/data.path of an annotation file (e.g. karpathy)"
+        )
+    records = [
+        ImageRecord(sample.image_id, Path(data.path), data.train_split, sample.captions)
+        for sample in read_wds(data.path, split=data.train_split)
+    ]
+    if not records:
+        raise ValueError(f"{data.path}: no captioned samples in the shards")
+    return records
 
 
 def build_tokenizer(data: DataConfig, train_records: list[ImageRecord]) -> TextTokenizer:
@@ -137,12 +160,20 @@ def build_training(cfg: ExperimentConfig, records: list[ImageRecord], tokenizer:
     masking = {"mlm_rate": objectives.mlm_rate, "whole_word": objectives.whole_word_mask, "seed": objectives.seed} if objectives.needs_mlm_masks else {}
     max_length = resolved.model.text_encoder.max_length
     if uses_regions(resolved):
+        if cfg.data.format == "wds":
+            raise ValueError("region models need data.regions features of an annotation-file dataset, not data.format=wds shards")
         from vlp.data.region_data import RegionCaptionPairDataset, RegionPairCollator
 
         split = [cfg.data.train_split]
         tags = tags_of(resolved, split)
         dataset = RegionCaptionPairDataset(records, region_reader(resolved, split), tags=tags)
         collate = RegionPairCollator(tokenizer, max_length, use_tags=tags is not None, **masking)
+    elif cfg.data.format == "wds":
+        from vlp.data.formats.wds_stream import WebDatasetStream
+
+        # rank 0 of 1 here: the Trainer moves the stream to its rank (set_rank) before iterating
+        dataset = WebDatasetStream(cfg.data.path, ImageTransform(image_size_of(resolved)), cfg.train.batch_size, seed=cfg.train.seed)
+        collate = PairCollator(tokenizer, max_length=max_length, **masking)
     else:
         dataset = CaptionPairDataset(records, ImageTransform(image_size_of(resolved)))
         collate = PairCollator(tokenizer, max_length=max_length, **masking)

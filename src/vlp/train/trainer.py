@@ -28,7 +28,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset
 
 from vlp.data.batch import Batch
 from vlp.tasks.base import Task
@@ -129,8 +129,15 @@ class Trainer:
         dist: DistributedContext | None = None,
     ) -> None:
         self.dist = dist or init_distributed(cfg.device)
+        # A streaming dataset (WebDatasetStream) splits the samples among ranks itself and has to be
+        # told this process's rank; its len() is then per rank. A map-style one is split by the sampler.
+        self.streaming = isinstance(dataset, IterableDataset)
+        if self.streaming:
+            dataset.set_rank(self.dist.rank, self.dist.world_size)  # type: ignore[attr-defined]
+            if len(dataset) < cfg.batch_size:  # type: ignore[arg-type]
+                raise ValueError(f"the stream gives each of {self.dist.world_size} rank(s) {len(dataset)} samples, fewer than one batch of {cfg.batch_size}")  # type: ignore[arg-type]
         global_batch = cfg.batch_size * self.dist.world_size
-        if len(dataset) < global_batch:  # type: ignore[arg-type]
+        if not self.streaming and len(dataset) < global_batch:  # type: ignore[arg-type]
             raise ValueError(f"the training set has {len(dataset)} samples, fewer than one batch of {global_batch}")  # type: ignore[arg-type]
         self.cfg = cfg
         self.task = task
@@ -164,6 +171,8 @@ class Trainer:
     def _micro_batches(self, state: TrainerState) -> Iterator[tuple[list[int], Batch]]:
         """(dataset indices, batch) for ever, keeping `state.epoch` / `epoch_position` (global) current."""
         cfg, ctx = self.cfg, self.dist
+        if self.streaming:
+            yield from self._stream_batches(state)
         while True:
             sampler = ResumableRandomSampler(
                 len(self.dataset), cfg.seed, state.epoch, state.epoch_position,  # type: ignore[arg-type]
@@ -184,6 +193,36 @@ class Trainer:
             for indices, batch in zip(batches, loader):  # a second pass over the sampler: same order
                 state.epoch_position += ctx.world_size * cfg.batch_size
                 yield indices, batch
+            state.epoch += 1
+            state.epoch_position = 0
+
+    def _stream_batches(self, state: TrainerState) -> Iterator[tuple[list[int], Batch]]:
+        """The streaming counterpart of `_micro_batches`: (shard-index rows, batch) for ever.
+
+        The stream restarts from `state` itself (``epoch_position // world_size`` samples of this
+        rank into `state.epoch`), so a resumed run continues exactly; the final partial batch of an
+        epoch is dropped like the map-style path's ``drop_last``. The rows (not the image ids, which
+        repeat for several captions) name the samples for ``debug_samples``.
+        """
+        cfg, ctx = self.cfg, self.dist
+        stream = self.dataset
+        per_step = ctx.world_size * cfg.batch_size
+        while True:
+            position = state.epoch_position // ctx.world_size
+            stream.set_epoch(state.epoch, position)  # type: ignore[attr-defined]
+            order = stream.epoch_order(state.epoch)[position:]  # type: ignore[attr-defined]
+            batches = len(order) // cfg.batch_size
+            loader = stream.loader(  # type: ignore[attr-defined]
+                self.collate_fn, cfg.num_workers, pin_memory=self.device.type == "cuda",
+                # as in _micro_batches: starting a loader must not draw from the global RNG (dropout)
+                generator=torch.Generator().manual_seed(cfg.seed * 7919 + state.epoch + 104_729 * ctx.rank),
+            )
+            try:
+                for b, batch in zip(range(batches), loader):  # range first: the partial batch is never read
+                    state.epoch_position += per_step
+                    yield order[b * cfg.batch_size : (b + 1) * cfg.batch_size].tolist(), batch
+            finally:
+                loader.close()
             state.epoch += 1
             state.epoch_position = 0
 

@@ -139,6 +139,18 @@ class WebDatasetStream(IterableDataset):
         generator = np.random.default_rng([self.seed, epoch, self.rank, 0xB0FF])
         return mine[shuffle_buffer_order(n, self.shuffle_buffer, generator)]
 
+    def set_rank(self, rank: int, world_size: int) -> None:
+        """Take this process's place among ``world_size`` ranks (the trainer knows it, the builder
+        of the stream does not). Changes this rank's epoch order; the position is kept."""
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+        if len(self.index) // world_size == 0:
+            raise DataFormatError(
+                f"{len(self.index)} samples in {len(self.index.shards)} shard(s) give rank {rank} of {world_size} nothing to read"
+            )
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.position = min(self.position, len(self))
+
     def set_epoch(self, epoch: int, position: int = 0) -> None:
         """Start the next iteration at ``position`` samples into epoch ``epoch``."""
         if not 0 <= position <= len(self):
