@@ -34,8 +34,10 @@ def test_load_records_split_column_and_clear_errors(coco_as_csv_per_split: Path,
     assert len(load_records(data, ["test"])["test"]) == 17
     with pytest.raises(ValueError, match=r"split 'test' has no images .*split column.*\{split\}"):
         load_records(DataConfig(format="csv", path=data.path, split_key="none"), ["test"])
-    with pytest.raises(ValueError, match="streamed, not read into records"):
+    with pytest.raises(FileNotFoundError, match="no .tar shards"):
         load_records(DataConfig(format="wds", path=str(tmp_path)), ["train"])
+    with pytest.raises(ValueError, match="need another format"):  # shards are the training split only
+        load_records(DataConfig(format="wds", path=str(tmp_path)), ["test"])
 
 
 def test_train_on_jsonl(shared_data: Path, tmp_path: Path) -> None:

@@ -66,6 +66,8 @@ def test_finetune_captioning_and_vqa(pretrained: Path, tmp_path: Path) -> None:
     assert run_cli("finetune", "vqa", "--generative", "--init-from", str(pretrained), "--run-dir", str(generative_run), "--answers", "20", *steps) == 0
     assert run_cli("evaluate", "vqa", "--run-dir", str(generative_run), "--split", "test", "--method", "rank") == 0
     assert "overall" in json.loads((generative_run / "eval_vqa.json").read_text())["test"]
+    assert run_cli("evaluate", "vqa", "--run-dir", str(generative_run), "--split", "test", "--method", "generate") == 0
+    assert "overall" in json.loads((generative_run / "eval_vqa.json").read_text())["test"]
 
 
 def test_unknown_task_is_refused(capsys: pytest.CaptureFixture[str]) -> None:

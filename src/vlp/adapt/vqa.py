@@ -35,7 +35,7 @@ from vlp.tasks.vqa import VQATask, answer_mode
 
 __all__ = ["answer_vqa", "evaluate_vqa", "first_token_log_probs", "predict_vqa", "rank_answers", "score_answers"]
 
-Method = Literal["classifier", "rank"]
+Method = Literal["classifier", "rank", "generate"]
 
 
 def _decode_log_probs(model: ImageTextModel, image: EncoderOutput, ids: torch.Tensor, mask: torch.Tensor, prefix: torch.Tensor, mode: str) -> torch.Tensor:
@@ -122,8 +122,8 @@ def rank_answers(
 
 
 def _split(predictor: ImageTextModel | VQATask, method: Method) -> tuple[ImageTextModel, VQATask | None]:
-    if method not in ("classifier", "rank"):
-        raise ValueError(f"method must be 'classifier' or 'rank', got {method!r}")
+    if method not in ("classifier", "rank", "generate"):
+        raise ValueError(f"method must be 'classifier', 'rank' or 'generate', got {method!r}")
     task = predictor if isinstance(predictor, VQATask) else None
     if method == "classifier" and task is None:
         raise ValueError("method='classifier' needs the fine-tuned VQATask (it owns the answer head)")
@@ -192,6 +192,12 @@ def predict_vqa(
         ids, mask = tokenizer.encode_batch(list(vocab.answers), answer_length)
         answer_tokens = (ids.to(device), mask.to(device))
         question_length = max_length - ids.shape[1] + 1  # room for "answer [SEP]" within max_length
+    elif method == "generate":  # open vocabulary: decode "answer [SEP]" after the question
+        from vlp.generation import GenerationConfig, generate
+
+        mode = "seq2seq" if answer_mode(model) == "seq2seq" else "causal"
+        generation = GenerationConfig.for_tokenizer(tokenizer, max_new_tokens=answer_length, prompt_mode=mode)
+        question_length = max_length - answer_length + 1
     dataset = VQADataset(records, transform or ImageTransform(image_size))
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=VQACollator(tokenizer, question_length))
     was_training = predictor.training
@@ -202,10 +208,14 @@ def predict_vqa(
             if len(batch) == 0:
                 continue
             batch = batch.to(device)
-            answers = answer_vqa(
-                predictor, batch.image_input, batch.input_ids, batch.attention_mask, vocab, method=method,
-                answer_tokens=answer_tokens, k=k, chunk=chunk,
-            )
+            if method == "generate":
+                out = generate(model, batch.image_input, generation, prompt_ids=batch.input_ids, prompt_mask=batch.attention_mask)
+                answers = [tokenizer.decode(row) for row in out.sequences.tolist()]
+            else:
+                answers = answer_vqa(
+                    predictor, batch.image_input, batch.input_ids, batch.attention_mask, vocab, method=method,
+                    answer_tokens=answer_tokens, k=k, chunk=chunk,
+                )
             predictions.update(zip(batch.question_ids.tolist(), answers))  # type: ignore[union-attr]
     finally:
         predictor.train(was_training)

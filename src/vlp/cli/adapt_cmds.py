@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--run-dir", required=True)
     evaluate.add_argument("--split", action="append", help="split (repeatable; default: the config's eval_splits)")
     evaluate.add_argument("--k-test", type=int, default=16, help="retrieval: ITM re-ranks each query's ITC top k")
-    evaluate.add_argument("--method", choices=["classifier", "rank"], default="classifier", help="vqa: answer classifier or decoder ranking")
+    evaluate.add_argument("--method", choices=["classifier", "rank", "generate"], default="classifier", help="vqa: answer classifier, decoder ranking of the answer list, or open-vocabulary generation")
     evaluate.add_argument("--beams", type=int, default=3, help="captioning: beam size (1 = greedy)")
     evaluate.add_argument("--answers", type=int, default=1000, help="vqa --method rank: candidate answers")
     evaluate.add_argument("--device", default="auto")

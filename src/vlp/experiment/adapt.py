@@ -7,8 +7,9 @@ writes a new run directory of the same layout, so every evaluation reads any run
 * retrieval  -- the pre-training loop with ITC (+ ITM where the model has a fusion module);
 * captioning -- the pre-training loop with LM only (seq2seq MLM for a unified model without LM head);
 * vqa        -- a classifier over the training answers (VQATask); the answer vocabulary is saved as
-                ``answers.json`` next to the checkpoints. Ranking answers with the decoder needs no
-                fine-tuning of its own (``vlp evaluate vqa --method rank`` on a captioning run).
+                ``answers.json`` next to the checkpoints; or (``--generative``) the LM loss on the
+                answer after the question, for ``vlp evaluate vqa --method rank`` (ranking the
+                answer list with the decoder) or ``--method generate`` (open vocabulary).
 
 Evaluations: retrieval (ITC ranking, ITM re-ranking of the top k), captioning (decoding +
 BLEU/ROUGE-L/CIDEr-D), vqa (official accuracy per type), zeroshot (scenes "which shape/colour").
@@ -244,7 +245,8 @@ def evaluate_task(
             if method != "classifier":  # ranking: the run's answer list, else the training answers
                 saved = run_dir / "answers.json"
                 vocab = AnswerVocab.load(saved) if saved.is_file() else AnswerVocab.from_records(vqa_records(cfg, cfg.data.train_split), size=answers)
-            accuracy = evaluate_vqa(predictor, vqa_records(cfg, split), tokenizer, vocab, image_size=size, max_length=max_length, method=method)  # type: ignore[arg-type]
+            extra = {"answer_length": ANSWER_LENGTH} if method == "generate" else {}  # questions cut as in fine-tuning
+            accuracy = evaluate_vqa(predictor, vqa_records(cfg, split), tokenizer, vocab, image_size=size, max_length=max_length, method=method, **extra)  # type: ignore[arg-type]
             results[split] = _flatten_vqa(accuracy.as_percent())
         else:
             from vlp.adapt.zeroshot import scenes_zero_shot

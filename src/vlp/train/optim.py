@@ -31,13 +31,24 @@ def parameter_groups(model: nn.Module, weight_decay: float, no_decay_names: set[
     ]
 
 
+def _is_dtensor(param: torch.Tensor) -> bool:
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # builds without distributed support have no DTensor
+        return False
+    return isinstance(param, DTensor) or isinstance(param.data, DTensor)
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig, no_decay_names: set[str] | None = None) -> torch.optim.AdamW:
     groups = parameter_groups(model, cfg.weight_decay, no_decay_names)
     params = [p for group in groups for p in group["params"]]
     # The fused kernel updates every tensor in one pass: the AdamW step of clip_small measured
     # 66.9 -> 18.5 ms on CPU (benchmarks/RESULTS.md). It needs plain float tensors on CPU/CUDA, so
     # FSDP2's sharded (DTensor) parameters keep the default implementation.
-    fused = bool(params) and all(type(p.data) is torch.Tensor and p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
+    fused = bool(params) and all(
+        type(p.data) is torch.Tensor and not _is_dtensor(p) and p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point
+        for p in params
+    )
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused or None)
 
 
