@@ -33,7 +33,7 @@ from torch import nn
 
 from harness import (
     PAIR_HEADER, PAIR_LEGEND, add_arguments, adamw, append_jsonl, banner, compare_in_subprocesses, interleaved, pair_cells, parameter_count, parse_or_work,
-    random_batch, rss_after, zero_grad_step,
+    random_batch, rss_after, worker_args, zero_grad_step,
 )
 from machine import load_average
 from vlp.data.batch import Batch
@@ -182,9 +182,7 @@ def main() -> None:
                     print(f"{model:<6}{size:<6}{dtype:<6}  skipped: this CPU has no native bf16 (AVX512-BF16/AMX)")
                     continue
                 load = load_average()
-                worker = ["--model", model, "--size", size, "--dtype", dtype, "--threads", str(args.threads),
-                          "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
-                result, memory = compare_in_subprocesses(__file__, ("vlp", "transformers"), worker)
+                result, memory = compare_in_subprocesses(__file__, ("vlp", "transformers"), ["--model", model, *worker_args(args, size, dtype)])
                 cells, records = pair_cells(result, memory, ("vlp", "transformers"))
                 rows = lm_head_rows(model, size)
                 print(f"{model:<6}{size:<6}{dtype:<6}{cells}{rows[0]:>5}/{rows[1]:<4}  {load}", flush=True)

@@ -23,7 +23,7 @@ import torch
 
 from harness import (
     PAIR_HEADER, PAIR_LEGEND, add_arguments, adamw, append_jsonl, banner, compare_in_subprocesses, interleaved, pair_cells, parameter_count, parse_or_work,
-    random_batch, rss_after, zero_grad_step,
+    random_batch, rss_after, worker_args, zero_grad_step,
 )
 from machine import load_average
 from vlp.data.batch import Batch
@@ -105,10 +105,6 @@ def timing_worker(args: argparse.Namespace) -> dict:
 def memory_worker(args: argparse.Namespace) -> dict:
     steps, _, _ = build_steps(args.size, args.dtype, which=(args.impl,))
     return rss_after(steps[args.impl])
-
-
-def worker_args(args: argparse.Namespace, size: str, dtype: str) -> list[str]:
-    return ["--size", size, "--dtype", dtype, "--threads", str(args.threads), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
 
 
 def main() -> None:

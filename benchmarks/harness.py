@@ -227,6 +227,11 @@ PAIR_LEGEND = (
 )
 
 
+def worker_args(args: argparse.Namespace, size: str, dtype: str) -> list[str]:
+    """The command line of one timing/memory worker subprocess."""
+    return ["--size", size, "--dtype", dtype, "--threads", str(args.threads), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+
+
 def add_arguments(parser: argparse.ArgumentParser, warmup: int, repeats: int) -> None:
     """The options both training-step scripts share, and the hidden ones of their worker processes."""
     parser.add_argument("--sizes", default="tiny,small")

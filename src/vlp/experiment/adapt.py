@@ -220,11 +220,15 @@ def evaluate_task(
         raise ValueError(f"{run_dir} has no VQA classifier: fine-tune one with `vlp finetune vqa`, or use --method rank")
     if mode is not None:
         cfg, tokenizer, vocab, vqa_task = load_vqa_predictor(run_dir)
-        model = vqa_task.model.to(target)
+        model = vqa_task.to(target).model  # the task, so a classifier head moves with the model
         predictor = vqa_task if mode == "classifier" else model
     else:
         cfg, tokenizer, model = load_trained_model(run_dir)
         predictor = model.to(target)
+    if task == "vqa" and mode is None:  # ranking / generation on a non-VQA run: the training answers
+        from vlp.data.vqa import AnswerVocab
+
+        vocab = AnswerVocab.from_records(vqa_records(cfg, cfg.data.train_split), size=answers)
     splits = splits or list(cfg.data.eval_splits)
     size, max_length = image_size_of(cfg), cfg.model.text_encoder.max_length
     for split in splits:
@@ -240,11 +244,7 @@ def evaluate_task(
             write_text_atomic(run_dir / f"captions_{split}.json", json.dumps({str(k): v for k, v in predictions.items()}, indent=1))
         elif task == "vqa":
             from vlp.adapt.vqa import evaluate_vqa
-            from vlp.data.vqa import AnswerVocab
 
-            if method != "classifier":  # ranking: the run's answer list, else the training answers
-                saved = run_dir / "answers.json"
-                vocab = AnswerVocab.load(saved) if saved.is_file() else AnswerVocab.from_records(vqa_records(cfg, cfg.data.train_split), size=answers)
             extra = {"answer_length": ANSWER_LENGTH} if method == "generate" else {}  # questions cut as in fine-tuning
             accuracy = evaluate_vqa(predictor, vqa_records(cfg, split), tokenizer, vocab, image_size=size, max_length=max_length, method=method, **extra)  # type: ignore[arg-type]
             results[split] = _flatten_vqa(accuracy.as_percent())
@@ -263,8 +263,6 @@ def _flatten_vqa(accuracy: dict[str, Any]) -> dict[str, float]:
     flat: dict[str, float] = {}
     for key, value in accuracy.items():
         if isinstance(value, dict):
-            if key == "per_question":
-                continue
             flat.update({f"{key}/{k}": float(v) for k, v in value.items()})
         elif isinstance(value, (int, float)):
             flat[key] = float(value)

@@ -186,15 +186,19 @@ class Trainer:
                 num_workers=cfg.num_workers,
                 pin_memory=self.device.type == "cuda",
                 persistent_workers=False,
-                # Worker seeds come from this generator, not the global RNG, so creating a loader at a
-                # different moment (as a resumed run does) leaves the global RNG stream untouched.
-                generator=torch.Generator().manual_seed(cfg.seed * 7919 + state.epoch + 104_729 * ctx.rank),
+                generator=self._loader_generator(state),
             )
             for indices, batch in zip(batches, loader):  # a second pass over the sampler: same order
                 state.epoch_position += ctx.world_size * cfg.batch_size
                 yield indices, batch
             state.epoch += 1
             state.epoch_position = 0
+
+    def _loader_generator(self, state: TrainerState) -> torch.Generator:
+        """Worker seeds of an epoch's DataLoader come from this generator, not the global RNG, so
+        creating a loader at a different moment (as a resumed run does) leaves the global RNG stream
+        (dropout, masking) untouched."""
+        return torch.Generator().manual_seed(self.cfg.seed * 7919 + state.epoch + 104_729 * self.dist.rank)
 
     def _stream_batches(self, state: TrainerState) -> Iterator[tuple[list[int], Batch]]:
         """The streaming counterpart of `_micro_batches`: (shard-index rows, batch) for ever.
@@ -213,9 +217,7 @@ class Trainer:
             order = stream.epoch_order(state.epoch)[position:]  # type: ignore[attr-defined]
             batches = len(order) // cfg.batch_size
             loader = stream.loader(  # type: ignore[attr-defined]
-                self.collate_fn, cfg.num_workers, pin_memory=self.device.type == "cuda",
-                # as in _micro_batches: starting a loader must not draw from the global RNG (dropout)
-                generator=torch.Generator().manual_seed(cfg.seed * 7919 + state.epoch + 104_729 * ctx.rank),
+                self.collate_fn, cfg.num_workers, pin_memory=self.device.type == "cuda", generator=self._loader_generator(state),
             )
             try:
                 for b, batch in zip(range(batches), loader):  # range first: the partial batch is never read
