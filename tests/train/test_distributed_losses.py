@@ -71,6 +71,9 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             task.set_distributed(ctx.gather_context())
             engine = Parallel(task, ctx, "ddp", find_unused=not task.uses_all_parameters()).engine
             save_file(_two_steps(task, engine, slice(rank * B, (rank + 1) * B)), str(Path(out_dir) / f"{case}_rank{rank}.safetensors"))
+        # both ranks finish their collectives before either tears gloo down: destroying the group
+        # while the peer still talks to it aborted a worker ('terminate called without an active exception')
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

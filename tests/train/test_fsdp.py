@@ -45,6 +45,9 @@ def _worker(rank: int, port: int, run_dir: str) -> None:
         out = _embeddings(task)
         if rank == 0:
             save_file(out, str(Path(run_dir) / "fsdp_embeddings.safetensors"))
+        # both ranks finish their collectives before either tears gloo down: destroying the group
+        # while the peer still talks to it aborted a worker ('terminate called without an active exception')
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
