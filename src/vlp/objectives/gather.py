@@ -13,7 +13,7 @@ The two ways to gather (open_clip's ``gather_with_grad`` option):
   local slot when ``local_loss=False``; we always do, which makes the local-loss variant strictly
   closer to the exact gradient, see ``vlp.objectives.itc.gathered_itc_loss``.)
 * ``gather_with_grad=True``: ``all_gather_fn`` must be differentiable
-  (``torch.distributed.nn.all_gather``). Its backward *sums* every rank's gradient for a rank's
+  (functional ``all_gather_single``). Its backward *sums* every rank's gradient for a rank's
   slot into that rank's input (a reduce-scatter with SUM), which is what makes the distributed
   gradient exact under DDP's gradient averaging.
 """
@@ -98,7 +98,12 @@ def dist_all_gather(tensor: torch.Tensor) -> list[torch.Tensor]:
 
 
 def dist_all_gather_with_grad(tensor: torch.Tensor) -> list[torch.Tensor]:
-    """Real differentiable gather (backward = reduce-scatter SUM) for ``gather_with_grad=True``."""
-    import torch.distributed.nn as dist_nn
+    """Real differentiable gather (backward = reduce-scatter SUM) for ``gather_with_grad=True``.
 
-    return list(dist_nn.all_gather(tensor.contiguous()))
+    Functional collectives, not ``torch.distributed.nn.all_gather``: that one is deprecated (a
+    FutureWarning per call) and has the same reduce-scatter-SUM backward."""
+    import torch.distributed as dist
+    from torch.distributed._functional_collectives import all_gather_single, wait_tensor
+
+    gathered = wait_tensor(all_gather_single(tensor.contiguous(), 0, dist.group.WORLD))
+    return list(gathered.chunk(dist.get_world_size()))

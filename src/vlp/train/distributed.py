@@ -86,6 +86,9 @@ class DistributedContext:
             import torch.distributed as dist
 
             if dist.is_initialized():
+                # A rank that tears the group down while a peer is still inside a collective aborts
+                # that peer (gloo: "connection closed by peer"); wait for everyone first.
+                dist.barrier()
                 dist.destroy_process_group()
             self.initialized_here = False
 
