@@ -116,3 +116,22 @@ def test_torchrun_two_ranks_read_disjoint_halves(shards: Path, tiny_scenes: Path
 
 def steps_of_rank(run: Path, rank: int) -> list[dict]:
     return [json.loads(line) for line in (run / f"samples_rank{rank}.jsonl").read_text().splitlines()]
+
+
+def test_shuffle_buffer_setting_reaches_the_stream(shards: Path) -> None:
+    """data.shuffle_buffer reaches the stream (a large buffer mixes samples across shards); 0 is refused."""
+    from vlp.experiment.build import build_tokenizer, build_training
+
+    orders = {}
+    for size in (1, 64):
+        cfg = apply_overrides(wds_cfg(str(shards), 7, 0), [f"data.shuffle_buffer={size}"])
+        records = load_records(cfg.data, ["train"])["train"]
+        _, _, stream, _ = build_training(cfg, records, build_tokenizer(cfg.data, records))
+        assert stream.shuffle_buffer == size
+        orders[size] = stream.epoch_order(0).tolist()
+    assert sorted(orders[1]) == sorted(orders[64]) == list(range(40))
+    assert orders[1] != orders[64]  # shards are shuffled either way; only the buffer mixes within them
+    cfg = apply_overrides(wds_cfg(str(shards), 7, 0), ["data.shuffle_buffer=0"])
+    records = load_records(cfg.data, ["train"])["train"]
+    with pytest.raises(ValueError, match="shuffle_buffer must be >= 1"):
+        build_training(cfg, records, build_tokenizer(cfg.data, records))

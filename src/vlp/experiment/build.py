@@ -172,7 +172,10 @@ def build_training(cfg: ExperimentConfig, records: list[ImageRecord], tokenizer:
         from vlp.data.formats.wds_stream import WebDatasetStream
 
         # rank 0 of 1 here: the Trainer moves the stream to its rank (set_rank) before iterating
-        dataset = WebDatasetStream(cfg.data.path, ImageTransform(image_size_of(resolved)), cfg.train.batch_size, seed=cfg.train.seed)
+        dataset = WebDatasetStream(
+            cfg.data.path, ImageTransform(image_size_of(resolved)), cfg.train.batch_size, seed=cfg.train.seed,
+            shuffle_buffer=cfg.data.shuffle_buffer,
+        )
         collate = PairCollator(tokenizer, max_length=max_length, **masking)
     else:
         dataset = CaptionPairDataset(records, ImageTransform(image_size_of(resolved)))
