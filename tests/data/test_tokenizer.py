@@ -216,3 +216,19 @@ def test_training_is_deterministic() -> None:
     tok = TextTokenizer.train_wordpiece(captions, vocab_size=120)
     ids, _ = tok.encode_batch(["A red circle, left of two stars!"], 32)
     assert tok.unk_id not in ids[0].tolist()  # punctuation and unseen sub-words never become [UNK]
+
+
+def test_decoder_start_defaults_to_cls_and_survives_save_load_and_pickle(tok, tmp_path):
+    """BLIP's tokenizer starts captions at its bos ([DEC]); that choice must travel with the tokenizer."""
+    assert tok.decoder_start == "cls" and tok.decoder_start_id == tok.cls_id
+    blip_like = TextTokenizer(Tokenizer.from_str(tok.backend.to_str()), tok.special_tokens, decoder_start="bos")
+    assert blip_like.decoder_start_id == tok.bos_id != tok.cls_id
+    blip_like.save(tmp_path / "t")
+    for clone in (TextTokenizer.load(tmp_path / "t"), pickle.loads(pickle.dumps(blip_like))):
+        assert clone.decoder_start_id == tok.bos_id
+    meta = json.loads((tmp_path / "t" / META_FILE).read_text())
+    del meta["decoder_start"]  # tokenizers saved before the field existed load as "cls"
+    (tmp_path / "t" / META_FILE).write_text(json.dumps(meta))
+    assert TextTokenizer.load(tmp_path / "t").decoder_start_id == tok.cls_id
+    with pytest.raises(ValueError, match="decoder_start"):
+        TextTokenizer(Tokenizer.from_str(tok.backend.to_str()), tok.special_tokens, decoder_start="sep")

@@ -80,3 +80,22 @@ def test_co_attention_updates_both_streams_from_the_other() -> None:
     a, b = fusion(image, text), fusion(other_image, text)
     assert not torch.allclose(a.text_tokens, b.text_tokens)  # type: ignore[arg-type]
     assert a.image_tokens is not None and a.pooled is not None and a.pooled.shape == (B, WIDTH)
+
+
+def test_single_stream_git_options_project_with_a_norm_and_add_no_type_embeddings() -> None:
+    """GIT's decoder: image tokens through Linear + LayerNorm even at equal widths, no modality embeddings."""
+    cfg = SingleStreamConfig(depth=1, num_heads=2, type_embeddings=False, image_proj_norm_eps=1e-5, default_mode="causal")
+    fusion = SingleStreamFusion(cfg, image_width=WIDTH, text_width=WIDTH).eval()
+    assert fusion.type_embeddings is None and fusion.no_weight_decay() == set()
+    assert [type(m) for m in fusion.image_proj] == [torch.nn.Linear, torch.nn.LayerNorm]
+    assert fusion.image_proj[1].eps == 1e-5
+    g = torch.Generator().manual_seed(2)
+    image = EncoderOutput(tokens=torch.randn(B, N, WIDTH, generator=g))
+    text = EncoderOutput(tokens=torch.randn(B, L, WIDTH, generator=g), mask=MASK)
+    out = fusion(image, text)
+    v = torch.nn.functional.layer_norm(fusion.image_proj[0](image.tokens), (WIDTH,), fusion.image_proj[1].weight, fusion.image_proj[1].bias, 1e-5)
+    mask = joint_mask("causal", L, N, MASK, None, None, torch.device("cpu"))
+    x = fusion.blocks(torch.cat([text.tokens, v], dim=1), attn_mask=mask)  # no type embeddings added
+    torch.testing.assert_close(out.text_tokens, x[:, :L])
+    default = SingleStreamFusion(SingleStreamConfig(depth=1, num_heads=2), image_width=WIDTH, text_width=WIDTH)
+    assert isinstance(default.image_proj, torch.nn.Identity) and default.type_embeddings is not None

@@ -85,3 +85,27 @@ def rewrite_weights(file: Path, drop: tuple[str, ...] = (), put: dict[str, torch
 @pytest.fixture
 def break_weights() -> Callable[..., None]:
     return rewrite_weights
+
+
+def assert_caption_lm_matches(theirs, ours, ids, mask, pixels, image_tokens: int = 0, label_smoothing: float = 0.0) -> None:
+    """A transformers captioner (BLIP, GIT) vs our decode path: LM logits at the real text positions
+    and the caption loss, fp32 within 1e-5. ``image_tokens``: leading logits of theirs to skip (GIT
+    returns logits for its image positions too).
+
+    Padded positions (never read by the loss) differ: our masks let every query see itself
+    (fusion.base.with_self), so a padding query attends to its own key, which Hugging Face masks out.
+    """
+    from vlp.objectives.lm import lm_loss
+
+    labels = ids.masked_fill(mask == 0, -100)
+    with torch.no_grad():
+        ref = theirs(input_ids=ids, attention_mask=mask, pixel_values=pixels, labels=labels)
+        logits = ours.lm_logits(ours.decode(ours.image_features(pixels), ids, mask, mode="causal"))
+    real = mask.bool()
+    torch.testing.assert_close(logits[real], ref.logits[:, image_tokens:][real], atol=1e-5, rtol=0)
+    torch.testing.assert_close(lm_loss(logits, ids, mask, label_smoothing), ref.loss, atol=1e-5, rtol=0)
+
+
+@pytest.fixture
+def caption_lm_matches() -> Callable[..., None]:
+    return assert_caption_lm_matches

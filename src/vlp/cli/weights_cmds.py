@@ -57,8 +57,8 @@ def _guard(func):
 
 
 def register(sub: Any) -> None:
-    convert = sub.add_parser("convert-weights", help="import pretrained weights (HF CLIP, open_clip, HF BERT/RoBERTa/MiniLM, timm) into vlp's format")
-    convert.add_argument("source", help="hf-clip | open_clip | hf-text | timm | vlp")
+    convert = sub.add_parser("convert-weights", help="import pretrained weights (HF CLIP, open_clip, HF BLIP, HF GIT, HF BERT/RoBERTa/MiniLM, timm) into vlp's format")
+    convert.add_argument("source", help="hf-clip | open_clip | hf-blip | hf-git | hf-text | timm | vlp")
     convert.add_argument("path", help="the weights: a Hugging Face directory or a weights file")
     convert.add_argument("out", help="output directory (model.safetensors + config.json + tokenizer)")
     convert.add_argument("--config", help="open_clip: its model-config JSON")

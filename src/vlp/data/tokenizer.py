@@ -31,14 +31,25 @@ META_FILE = "vlp_tokenizer.json"
 _META_VERSION = 1
 
 
+_DECODER_STARTS = ("cls", "bos")
+
+
 class TextTokenizer:
     """Text <-> token ids. Construct with ``train_wordpiece``, ``from_vocab_txt``, ``from_file``
-    or ``load``; the constructor takes a ready ``tokenizers.Tokenizer`` and role -> token names."""
+    or ``load``; the constructor takes a ready ``tokenizers.Tokenizer`` and role -> token names.
 
-    def __init__(self, tokenizer: Tokenizer, special_tokens: dict[str, str]):
+    ``decoder_start``: the role whose token a caption decoder starts from (`decoder_start_id`, what
+    `GenerationConfig.for_tokenizer` uses as BOS). vlp's own LM objective trains on ``[CLS] words
+    [SEP]``, so "cls"; BLIP's captioner was trained from ``[DEC]`` (its bos token), so the hf-blip
+    tokenizer says "bos" (`vlp.pretrained.tokenizers.blip_tokenizer`).
+    """
+
+    def __init__(self, tokenizer: Tokenizer, special_tokens: dict[str, str], decoder_start: str = "cls"):
         missing = [r for r in _ROLES if r not in special_tokens]
         if missing:
             raise ValueError(f"special_tokens lacks roles {missing}")
+        if decoder_start not in _DECODER_STARTS:
+            raise ValueError(f"decoder_start must be one of {_DECODER_STARTS}, got {decoder_start!r}")
         ids: dict[str, int] = {}
         for role in _ROLES:
             tid = tokenizer.token_to_id(special_tokens[role])
@@ -60,6 +71,8 @@ class TextTokenizer:
         self.pad_id, self.unk_id, self.cls_id = ids["pad"], ids["unk"], ids["cls"]
         self.sep_id, self.mask_id = ids["sep"], ids["mask"]
         self.bos_id, self.eos_id = ids["bos"], ids["eos"]
+        self.decoder_start = decoder_start
+        self.decoder_start_id: int = ids[decoder_start]
         self.vocab_size: int = tokenizer.get_vocab_size(with_added_tokens=True)
         self._configured: dict[int, Tokenizer] = {}
 
@@ -134,7 +147,7 @@ class TextTokenizer:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         tok = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
         specials = {role: entry["token"] for role, entry in meta["special_tokens"].items()}
-        out = cls(tok, specials)
+        out = cls(tok, specials, decoder_start=meta.get("decoder_start", "cls"))  # absent in older saves
         for role, entry in meta["special_tokens"].items():
             if getattr(out, f"{role}_id") != entry["id"]:
                 raise ValueError(
@@ -170,6 +183,7 @@ class TextTokenizer:
                 for role in _ROLES
             },
             "vocab_size": self.vocab_size,
+            "decoder_start": self.decoder_start,
         }
         _atomic_write(directory / TOKENIZER_FILE, self._tok.to_str(pretty=True))
         _atomic_write(directory / META_FILE, json.dumps(meta, indent=2) + "\n")
@@ -236,10 +250,10 @@ class TextTokenizer:
 
     # Pickle as JSON text: DataLoader workers (spawn) receive the tokenizer through the collator.
     def __getstate__(self) -> dict[str, Any]:
-        return {"tokenizer": self._tok.to_str(), "special_tokens": self.special_tokens}
+        return {"tokenizer": self._tok.to_str(), "special_tokens": self.special_tokens, "decoder_start": self.decoder_start}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(Tokenizer.from_str(state["tokenizer"]), state["special_tokens"])
+        self.__init__(Tokenizer.from_str(state["tokenizer"]), state["special_tokens"], state.get("decoder_start", "cls"))
 
 
 def _bert_pipeline(model: models.Model, lowercase: bool = True) -> Tokenizer:

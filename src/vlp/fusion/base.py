@@ -113,8 +113,15 @@ def resolve_width(width: int | None, text_width: int) -> int:
     return text_width if width is None else width
 
 
-def input_projection(in_width: int, width: int) -> nn.Module:
-    """Linear when the encoder width differs from the fusion width (METER: ViT 768/1024 + RoBERTa), else identity."""
+def input_projection(in_width: int, width: int, norm_eps: float | None = None) -> nn.Module:
+    """Linear when the encoder width differs from the fusion width (METER: ViT 768/1024 + RoBERTa), else identity.
+
+    ``norm_eps``: always Linear + LayerNorm(eps), even at equal widths. GIT learns this projection
+    (its ``visual_projection``) between the CLIP image tower and the text decoder; the LayerNorm puts
+    image tokens on the scale of the post-norm decoder's normalised text embeddings.
+    """
+    if norm_eps is not None:
+        return nn.Sequential(nn.Linear(in_width, width), nn.LayerNorm(width, eps=norm_eps))
     return nn.Identity() if in_width == width else nn.Linear(in_width, width)
 
 

@@ -9,6 +9,8 @@ three names a preset can ask for.
 The joint sequence is [text; image] (UNITER, ViLT), so the text [CLS] sits at position 0. GIT and
 VLP write [image; text]; with masks built per modality (see `vlp.fusion.base`) and no joint
 position embeddings the outputs are the same, so the order is not a config option.
+Hugging Face GIT checkpoints (`vlp.pretrained.hf_git`) set ``type_embeddings=False`` and
+``image_proj_norm_eps`` (GIT's Linear + LayerNorm visual projection); the defaults are UNITER's.
 """
 
 from __future__ import annotations
@@ -54,9 +56,17 @@ class SingleStreamConfig:
     pooler: bool = True  # BERT pooler (Linear + tanh) on the pooled position
     pool: PoolPosition = "first"  # text [CLS]; "last" = last real text token (decoders)
     default_mode: AttentionMode = "bidirectional"
+    # Learned text/image type embeddings added to the joint sequence (UNITER, ViLT). GIT has none:
+    # its image tokens differ from text by their projection, and its decoder weights expect that.
+    type_embeddings: bool = True
+    # GIT's visual projection: Linear + LayerNorm(this eps) on the image tokens even when the widths
+    # agree; None keeps the plain `input_projection` (identity at equal widths).
+    image_proj_norm_eps: float | None = None
 
     def __post_init__(self) -> None:
         check_stack(self.depth, self.width, self.num_heads)
+        if self.image_proj_norm_eps is not None and self.image_proj_norm_eps <= 0:
+            raise ValueError(f"image_proj_norm_eps must be positive, got {self.image_proj_norm_eps}")
 
 
 @dataclass
@@ -94,10 +104,10 @@ class SingleStreamFusion(Fusion):
         self.kind = cfg.kind  # type: ignore[misc]  # error messages name the registered kind
         self.default_mode = cfg.default_mode
         self.width = width = resolve_width(cfg.width, text_width)
-        self.image_proj = input_projection(image_width, width)
+        self.image_proj = input_projection(image_width, width, cfg.image_proj_norm_eps)
         self.text_proj = input_projection(text_width, width)
         # Type 0 = text, 1 = image (UNITER/ViLT): the joint stack is otherwise blind to modality.
-        self.type_embeddings = nn.Embedding(2, width)
+        self.type_embeddings = nn.Embedding(2, width) if cfg.type_embeddings else None
         self.blocks = Transformer(
             [
                 TransformerBlock(
@@ -113,7 +123,12 @@ class SingleStreamFusion(Fusion):
         init_weights(self)
 
     def no_weight_decay(self) -> set[str]:
-        return {"type_embeddings.weight"}
+        return {"type_embeddings.weight"} if self.type_embeddings is not None else set()
+
+    def _typed(self, tokens: torch.Tensor, proj: nn.Module, type_id: int) -> torch.Tensor:
+        """An encoder's tokens in the fusion width, plus their modality embedding when there is one."""
+        x = proj(tokens)
+        return x if self.type_embeddings is None else x + self.type_embeddings.weight[type_id]
 
     def forward(
         self,
@@ -130,8 +145,8 @@ class SingleStreamFusion(Fusion):
         if image is None:
             raise ValueError("the image is needed unless a filled cache is given")
         mode = self.resolve_mode(mode, prefix_length)
-        t = self.text_proj(text.tokens) + self.type_embeddings.weight[0]  # [B, L, D]
-        v = self.image_proj(image.tokens) + self.type_embeddings.weight[1]  # [B, N, D]
+        t = self._typed(text.tokens, self.text_proj, 0)  # [B, L, D]
+        v = self._typed(image.tokens, self.image_proj, 1)  # [B, N, D]
         num_text = t.shape[1]
         mask = joint_mask(mode, num_text, v.shape[1], text.mask, image.mask, prefix_length, t.device)
         caches = None
@@ -145,7 +160,7 @@ class SingleStreamFusion(Fusion):
         return FusionOutput(text_tokens=text_tokens, image_tokens=image_tokens, pooled=pooled)
 
     def _step(self, text: EncoderOutput, cache: KVCache) -> FusionOutput:
-        t = self.text_proj(text.tokens) + self.type_embeddings.weight[0]
+        t = self._typed(text.tokens, self.text_proj, 0)
         mask = cached_step_mask(cache, text.mask, t.shape[0], t.shape[1], t.device)
         x = self.norm(self.blocks(t, attn_mask=mask, caches=cache.span(0, len(self.blocks.blocks))))
         return FusionOutput(text_tokens=x, image_tokens=None, pooled=None)

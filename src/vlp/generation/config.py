@@ -2,7 +2,9 @@
 
 Token ids are explicit fields (models know no tokenizer); `GenerationConfig.for_tokenizer` fills
 them from our `TextTokenizer`, whose captions are ``[CLS] words [SEP]`` -- so a caption starts with
-the [CLS] id and ends with the [SEP] id, which is what the LM objective trained on.
+the [CLS] id and ends with the [SEP] id, which is what the LM objective trained on. A tokenizer that
+came with imported weights may name another start token (`TextTokenizer.decoder_start_id`: BLIP's
+captioner starts from [DEC], as Hugging Face's ``BlipForConditionalGeneration.generate`` does).
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ class GenerationConfig:
 
     @classmethod
     def for_tokenizer(cls, tokenizer: Any, **overrides: Any) -> GenerationConfig:
-        """Ids of a `TextTokenizer`-like object: BOS = [CLS], EOS = [SEP], PAD (see the module doc)."""
-        ids = dict(bos_token_id=tokenizer.cls_id, eos_token_id=tokenizer.sep_id, pad_token_id=tokenizer.pad_id)
+        """Ids of a `TextTokenizer`-like object: BOS = its decoder start ([CLS] unless it says
+        otherwise), EOS = [SEP], PAD (see the module doc)."""
+        bos = getattr(tokenizer, "decoder_start_id", tokenizer.cls_id)
+        ids = dict(bos_token_id=bos, eos_token_id=tokenizer.sep_id, pad_token_id=tokenizer.pad_id)
         return cls(**{**ids, **overrides})

@@ -1,6 +1,9 @@
 """Token prediction head for MLM and LM: BERT's transform (dense + GELU + LayerNorm) and a decoder
 whose weight is tied to the word embeddings (fewer parameters, and the input and output spaces of
-a token stay the same, which is what BERT/UNITER/ALBEF pre-trained with)."""
+a token stay the same, which is what BERT/UNITER/ALBEF pre-trained with).
+
+``transform=False`` drops the transform: the head is one Linear over the text states (GIT's
+``output`` layer, whose decoder already ends every layer in a LayerNorm)."""
 
 from __future__ import annotations
 
@@ -9,11 +12,15 @@ from torch import nn
 
 
 class TokenPredictionHead(nn.Module):
-    def __init__(self, width: int, vocab_size: int, tied_embedding: nn.Embedding | None = None, eps: float = 1e-12) -> None:
+    def __init__(
+        self, width: int, vocab_size: int, tied_embedding: nn.Embedding | None = None, eps: float = 1e-12,
+        transform: bool = True,
+    ) -> None:
         super().__init__()
-        self.dense = nn.Linear(width, width)
-        self.act = nn.GELU()
-        self.norm = nn.LayerNorm(width, eps=eps)
+        # Identity when there is no transform, so a head without one has no parameters for it.
+        self.dense: nn.Module = nn.Linear(width, width) if transform else nn.Identity()
+        self.act: nn.Module = nn.GELU() if transform else nn.Identity()
+        self.norm: nn.Module = nn.LayerNorm(width, eps=eps) if transform else nn.Identity()
         self.bias = nn.Parameter(torch.zeros(vocab_size))
         # Kept out of this module's children (a plain list) so the embedding is registered once, by
         # its text encoder; state dicts then hold one copy and device moves reach it there.

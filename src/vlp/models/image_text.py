@@ -54,6 +54,7 @@ class HeadsConfig:
     mlm: bool = False  # token prediction over the fusion's text states (MLM, seq2seq MLM)
     lm: bool = False  # token prediction over the decoder's text states (LM, PrefixLM)
     tie_word_embeddings: bool = True  # decoder weights = text word embeddings when widths agree
+    lm_transform: bool = True  # BERT's dense + GELU + LayerNorm before the LM decoder; False: one Linear (GIT)
 
 
 @dataclass
@@ -158,7 +159,7 @@ class ImageTextModel(nn.Module):
         vocab_size = getattr(getattr(self._raw_text[0], "cfg", None), "vocab_size", None)
         self.itm_head = ITMHead(fusion.width) if cfg.heads.itm and fusion is not None else None
         self.mlm_head = self._token_head(fusion, vocab_size, word_embeddings) if cfg.heads.mlm else None
-        self.lm_head = self._token_head(decoder or fusion, vocab_size, word_embeddings) if cfg.heads.lm else None
+        self.lm_head = self._token_head(decoder or fusion, vocab_size, word_embeddings, cfg.heads.lm_transform) if cfg.heads.lm else None
         if cfg.lock_image:
             self._raw_image[0].lock()
         if cfg.lock_text:
@@ -166,11 +167,13 @@ class ImageTextModel(nn.Module):
         if cfg.grad_checkpointing:
             self.set_grad_checkpointing(True)
 
-    def _token_head(self, module: Fusion | None, vocab_size: int | None, embeddings: nn.Embedding | None) -> TokenPredictionHead:
+    def _token_head(
+        self, module: Fusion | None, vocab_size: int | None, embeddings: nn.Embedding | None, transform: bool = True
+    ) -> TokenPredictionHead:
         if module is None or vocab_size is None:
             raise ValueError("token prediction needs a fusion/decoder and a text encoder with a known vocabulary")
         tie = embeddings if (self.cfg.heads.tie_word_embeddings and embeddings is not None and embeddings.embedding_dim == module.width) else None
-        return TokenPredictionHead(module.width, vocab_size, tied_embedding=tie)
+        return TokenPredictionHead(module.width, vocab_size, tied_embedding=tie, transform=transform)
 
     # ------------------------------------------------------------------ housekeeping
     def set_grad_checkpointing(self, enabled: bool = True) -> None:

@@ -3,6 +3,7 @@
 Sources (one module each; every importer is strict and has a parity test in tests/pretrained):
   hf-clip     a Hugging Face ``CLIPModel`` directory -> CLIP `ImageTextModel` + CLIP BPE tokenizer
   hf-blip     Hugging Face BLIP retrieval (ITC + ITM) or captioning (LM) directory -> vlp BLIP
+  hf-git      a Hugging Face ``GitForCausalLM`` directory -> vlp GIT (captioning / VQA by generation)
   open_clip   an open_clip / OpenAI CLIP state dict file (+ its model-config JSON) -> the same
   hf-text     a Hugging Face BERT / RoBERTa / MiniLM directory -> our `TextTransformer` + its tokenizer
   timm        a timm ViT weights file -> our `VisionTransformer` (or the ``timm`` adapter); no tokenizer
@@ -43,6 +44,7 @@ def _lazy(module: str, function: str, with_tokenizer: bool = True) -> Loader:
 for _name, _module, _function, _tokenizer in (
     ("hf-clip", "hf_clip", "load_hf_clip", True),
     ("hf-blip", "hf_blip", "load_hf_blip", True),
+    ("hf-git", "hf_git", "load_hf_git", True),
     ("open_clip", "open_clip", "load_open_clip", True),
     ("hf-text", "hf_text", "load_hf_text", True),
     ("timm", "timm", "load_timm", False),

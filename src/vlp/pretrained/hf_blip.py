@@ -12,6 +12,8 @@ self-attention, a decoder (causal) self-attention, and one cross-attention and F
               the checkpoint and keeps its initial values
 Both require the text and vision widths to be equal (BLIP's own configs): our fusion projects the
 image tokens only when they differ, where BLIP's cross-attention reads them at their own width.
+The first token follows transformers (`blip_tokenizer`): ITC and ITM read ``[CLS]``; captions are
+generated from ``[DEC]`` (the tokenizer's ``decoder_start_id``) and stop at ``[SEP]``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from vlp.fusion import BLIPTextConfig
 from vlp.models import HeadsConfig, ImageTextModel, ModelConfig, build_model
 from vlp.pretrained.clip_arch import activation, mlp_ratio
 from vlp.pretrained.common import PretrainedError, cat_qkv, load_converted, load_weights, read_json
-from vlp.pretrained.tokenizers import bert_tokenizer
+from vlp.pretrained.tokenizers import blip_tokenizer
 
 __all__ = ["blip_config_from_hf", "blip_state_dict_from_hf", "load_hf_blip"]
 
@@ -138,18 +140,20 @@ def blip_state_dict_from_hf(state_dict: Mapping[str, torch.Tensor]) -> StateDict
 def load_hf_blip(path: str | os.PathLike[str]) -> tuple[ImageTextModel, TextTokenizer | None]:
     """A BlipForImageTextRetrieval or BlipForConditionalGeneration directory -> (vlp BLIP, tokenizer).
 
-    BLIP's tokenizer is BERT's uncased WordPiece plus ``[DEC]``/``[ENC]`` tokens; it is built from
-    ``vocab.txt`` when present (the added tokens must then be added by the caller).
+    BLIP's tokenizer (`blip_tokenizer`: BERT's uncased WordPiece plus ``[DEC]``/``[ENC]``) is built
+    from ``vocab.txt`` when present; `GenerationConfig.for_tokenizer` then starts captions at ``[DEC]``.
     """
     root = Path(path)
     weights = load_weights(root)
     captioning = any(k.startswith("text_decoder.") for k in weights)
-    cfg = blip_config_from_hf(read_json(root / "config.json"), captioning)
+    config = read_json(root / "config.json")
+    cfg = blip_config_from_hf(config, captioning)
     decoder = weights.get("text_decoder.cls.predictions.decoder.weight")
     if captioning and decoder is not None and not torch.equal(decoder, weights["text_decoder.bert.embeddings.word_embeddings.weight"]):
         raise PretrainedError("BLIP captioning checkpoint with an LM decoder not tied to the word embeddings (vlp ties them)")
     model = build_model(cfg)
     unused = r"fusion\.layers\.\d+\.(attn|norm1)\..+" if captioning else r"fusion\.layers\.\d+\.decoder_(attn|norm1)\..+|log_logit_scale"
     load_converted(model, blip_state_dict_from_hf(weights), "Hugging Face BLIP", unused=unused)
-    tokenizer = bert_tokenizer(root) if (root / "vocab.txt").is_file() else None
+    bos = config["text_config"].get("bos_token_id")
+    tokenizer = blip_tokenizer(root, None if bos is None else int(bos)) if (root / "vocab.txt").is_file() else None
     return model.eval(), tokenizer

@@ -18,9 +18,10 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 from vlp.data.tokenizer import TextTokenizer
 from vlp.pretrained.common import PretrainedError
 
-__all__ = ["bert_tokenizer", "clip_tokenizer", "roberta_tokenizer"]
+__all__ = ["BLIP_DEC", "BLIP_ENC", "bert_tokenizer", "blip_tokenizer", "clip_tokenizer", "roberta_tokenizer"]
 
 CLIP_BOS, CLIP_EOS = "<|startoftext|>", "<|endoftext|>"
+BLIP_DEC, BLIP_ENC = "[DEC]", "[ENC]"
 # CLIP's pre-tokenisation: contractions, runs of letters, single digits, runs of other symbols.
 _CLIP_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
@@ -90,3 +91,28 @@ def bert_tokenizer(directory: str | os.PathLike[str]) -> TextTokenizer:
     if not (root / "vocab.txt").is_file():
         raise FileNotFoundError(f"{root / 'vocab.txt'} not found: a BERT tokenizer needs its WordPiece vocabulary")
     return TextTokenizer.from_vocab_txt(root / "vocab.txt", lowercase=lowercase)
+
+
+def blip_tokenizer(directory: str | os.PathLike[str], bos_token_id: int | None = None) -> TextTokenizer:
+    """BLIP's tokenizer: BERT's WordPiece (``vocab.txt``) plus ``[DEC]`` and ``[ENC]``, appended in
+    that order as BLIP's ``init_tokenizer`` adds them (ids 30522 and 30523 for BERT's vocabulary).
+
+    Texts still encode as ``[CLS] words [SEP]``: that is what Hugging Face's BlipProcessor gives and
+    what its retrieval model reads at position 0 for ITC and ITM (the original LAVIS code put
+    ``[ENC]`` there for ITM; transformers does not, and the converted weights are checked against
+    transformers). ``[DEC]`` is the bos token and the decoder start (``decoder_start="bos"``): Hugging
+    Face's ``BlipForConditionalGeneration.generate`` replaces ``input_ids[:, 0]`` by it. Its forward
+    pass (the caption loss) uses the ids as given, and so does vlp's LM objective.
+    ``bos_token_id``: the checkpoint's ``text_config.bos_token_id``; a different ``[DEC]`` id means
+    the vocabulary is not the one the weights were trained with, an error.
+    """
+    base = bert_tokenizer(directory)
+    tok = base.backend
+    tok.add_special_tokens([BLIP_DEC, BLIP_ENC])  # appended after vocab.txt (kept where vocab.txt has them)
+    tokenizer = TextTokenizer(tok, {**base.special_tokens, "bos": BLIP_DEC}, decoder_start="bos")
+    if bos_token_id is not None and tokenizer.bos_id != bos_token_id:
+        raise PretrainedError(
+            f"{directory}/vocab.txt puts {BLIP_DEC} at id {tokenizer.bos_id} but the BLIP config's bos_token_id is "
+            f"{bos_token_id}: the vocabulary does not belong to these weights"
+        )
+    return tokenizer
