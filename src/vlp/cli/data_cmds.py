@@ -77,7 +77,7 @@ def _region_options(args: argparse.Namespace):
     fields = tuple(f.strip() for f in args.tsv_fields.split(",")) if args.tsv_fields else None
     return RegionOptions(
         tsv_fields=fields, boxes=args.boxes, feature_dtype=getattr(args, "feature_dtype", "float32"),
-        images_per_shard=getattr(args, "images_per_shard", 10000),
+        images_per_shard=getattr(args, "images_per_shard", 2000),
     )
 
 
@@ -217,8 +217,8 @@ def register(data: argparse._SubParsersAction) -> None:
     _add_kind_options(convert)
     convert.add_argument("--feature-dtype", choices=["float32", "float16", "bfloat16"], default="float32",
                          help="regions to vlp: stored feature type (default float32, lossless)")
-    convert.add_argument("--images-per-shard", type=int, default=10000,
-                         help="regions to vlp into a folder: images per safetensors shard")
+    convert.add_argument("--images-per-shard", type=int, default=2000,
+                         help="regions to vlp into a folder: images per safetensors shard (default 2000; a .safetensors DST holds all in memory)")
     _add_format_options(convert)
     convert.set_defaults(func=cmd_convert)
 
