@@ -117,7 +117,8 @@ def _histogram(title: str, edges: Sequence[int], counts: Sequence[int], unit: st
     peak = max(max(counts), 1)
     lines = [title]
     for i, count in enumerate(counts):
-        label = f"{edges[i]}-{edges[i + 1] - 1}" if i + 1 < len(edges) else f"{edges[i]}+"
+        last = edges[i + 1] - 1 if i + 1 < len(edges) else None
+        label = f"{edges[i]}+" if last is None else (str(last) if last == edges[i] else f"{edges[i]}-{last}")
         bar = "#" * round(width * count / peak)
         lines.append(f"  {label:>10} {unit:<6}{count:>8}  {100 * count / total:5.1f}%  {bar}")
     return lines

@@ -11,6 +11,10 @@ Format of one shard (all tensors contiguous, images concatenated in one order):
     boxes      [total_R, 4]     float32              x1, y1, x2, y2 of each region
     offsets    [num_images + 1] int64                regions of image i are rows offsets[i]:offsets[i + 1]
     image_ids  [num_images]     int64                the dataset's image id of image i
+    image_sizes [num_images, 2] int64   (optional)   width, height of image i in pixels; 0, 0 where
+                                                     unknown. Kept so pixel and normalised boxes
+                                                     convert into each other and into BUTD TSV
+                                                     (whose rows carry image_w / image_h).
 
     metadata (safetensors' string -> string header):
       "format": "vlp-regions-1"
@@ -28,7 +32,7 @@ a reader can be handed to DataLoader workers.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +52,14 @@ def write_region_features(
     *,
     dtype: torch.dtype = torch.float16,
     normalised_boxes: bool = True,
+    image_sizes: Mapping[int, tuple[int, int]] | None = None,
 ) -> Path:
     """Write one shard from ``(image_id, features [R, F], boxes [R, 4])`` items; returns the path.
 
     float16 halves the disk size of 2048-d detector features at no measurable cost to the models
-    that consume them; pass ``dtype=torch.float32`` to keep full precision.
+    that consume them; pass ``dtype=torch.float32`` to keep full precision. ``image_sizes`` (image
+    id -> (width, height)) is stored when given; images missing from it get (0, 0). An image with
+    zero regions may have features of any width (``[0, 0]`` from a TSV row with no boxes).
     """
     from safetensors.torch import save_file
 
@@ -66,7 +73,9 @@ def write_region_features(
     for image_id, f, b in items:
         if f.ndim != 2 or b.ndim != 2 or b.shape[1] != 4 or len(f) != len(b):
             raise ValueError(f"image {image_id}: features {tuple(f.shape)} and boxes {tuple(b.shape)} must be [R, F] and [R, 4]")
-        if feature_dim is None:
+        if len(f) == 0:
+            pass  # no regions: its width says nothing
+        elif feature_dim is None:
             feature_dim = int(f.shape[1])
         elif f.shape[1] != feature_dim:
             raise ValueError(f"image {image_id}: feature dim {f.shape[1]} differs from the shard's {feature_dim}")
@@ -78,14 +87,22 @@ def write_region_features(
         offsets.append(offsets[-1] + len(f))
     if len(set(ids)) != len(ids):
         raise ValueError("duplicate image ids in one shard")
-    if feature_dim is None:
+    if not ids:
         raise ValueError("no images to write")
+    if feature_dim is None:
+        raise ValueError("every image has zero regions: the feature dim is unknown")
+    feats = [f.reshape(0, feature_dim) if len(f) == 0 else f for f in feats]
     tensors = {
         "features": torch.cat(feats).contiguous(),
         "boxes": torch.cat(boxes).contiguous(),
         "offsets": torch.tensor(offsets, dtype=torch.int64),
         "image_ids": torch.tensor(ids, dtype=torch.int64),
     }
+    if image_sizes is not None:
+        sizes = [tuple(image_sizes.get(i, (0, 0))) for i in ids]
+        if any(len(s) != 2 or min(s) < 0 for s in sizes):
+            raise ValueError("image_sizes must map image ids to (width, height) pairs of non-negative ints")
+        tensors["image_sizes"] = torch.tensor(sizes, dtype=torch.int64).reshape(len(ids), 2)
     metadata = {"format": FORMAT, "feature_dim": str(feature_dim), "normalised_boxes": str(normalised_boxes).lower()}
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -105,6 +122,7 @@ class RegionFeatureReader:
         if not self.paths:
             raise ValueError("no region feature shards given")
         self._index: dict[int, tuple[int, int, int]] = {}  # image id -> (shard, start, stop)
+        self._sizes: dict[int, tuple[int, int]] = {}  # image id -> (width, height), where stored
         self.feature_dim: int | None = None
         self.normalised_boxes: bool | None = None
         for shard, path in enumerate(self.paths):
@@ -118,6 +136,9 @@ class RegionFeatureReader:
                 self.feature_dim, self.normalised_boxes = dim, normalised
                 offsets, ids = f.get_tensor("offsets").tolist(), f.get_tensor("image_ids").tolist()
                 total = f.get_slice("features").get_shape()[0]
+                sizes = f.get_tensor("image_sizes").tolist() if "image_sizes" in f.keys() else None
+            if sizes is not None and (len(sizes) != len(ids) or any(len(s) != 2 for s in sizes)):
+                raise ValueError(f"{path}: image_sizes must be [{len(ids)}, 2]")
             if len(offsets) != len(ids) + 1 or offsets[0] != 0 or offsets[-1] != total or any(
                 a > b for a, b in zip(offsets, offsets[1:])
             ):
@@ -126,6 +147,8 @@ class RegionFeatureReader:
                 if image_id in self._index:
                     raise ValueError(f"{path}: image id {image_id} is also in {self.paths[self._index[image_id][0]]}")
                 self._index[image_id] = (shard, offsets[i], offsets[i + 1])
+                if sizes is not None and sizes[i][0] > 0 and sizes[i][1] > 0:
+                    self._sizes[image_id] = (int(sizes[i][0]), int(sizes[i][1]))
         self._handles: dict[int, Any] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -146,6 +169,10 @@ class RegionFeatureReader:
 
     def __len__(self) -> int:
         return len(self._index)
+
+    def image_size(self, image_id: int) -> tuple[int, int] | None:
+        """(width, height) of an image where the shard stores it (``image_sizes``), else None."""
+        return self._sizes.get(int(image_id))
 
     def __contains__(self, image_id: object) -> bool:
         return image_id in self._index

@@ -139,16 +139,22 @@ def read_vqa(
             continue
         records.append(VQARecord(qid, image_id, path, text, **ann))
 
+    report_skips(skips, qpath, len(records), stats)
+    return records
+
+
+def report_skips(skips: Mapping[str, Sequence[str]], source: Path, returned: int, stats: VQAReadStats | None) -> None:
+    """One ``DataWarning`` per kind of skipped entry (naming the first few), and the counts in ``stats``.
+    Keys of ``skips``: "malformed", "missing", "unannotated" (every VQA reader skips the same kinds)."""
     for kind, messages in skips.items():
         if messages:
             shown = "; ".join(messages[:3]) + ("; ..." if len(messages) > 3 else "")
-            warnings.warn(f"{len(messages)} {kind} entries skipped while reading {qpath}: {shown}", DataWarning, stacklevel=2)
+            warnings.warn(f"{len(messages)} {kind} entries skipped while reading {source}: {shown}", DataWarning, stacklevel=3)
     if stats is not None:
-        stats.questions = len(records)
-        stats.malformed = len(skips["malformed"])
-        stats.missing_images = len(skips["missing"])
-        stats.unannotated = len(skips["unannotated"])
-    return records
+        stats.questions = returned
+        stats.malformed = len(skips.get("malformed", ()))
+        stats.missing_images = len(skips.get("missing", ()))
+        stats.unannotated = len(skips.get("unannotated", ()))
 
 
 def read_scenes_vqa(root: str | os.PathLike[str], split: str, *, stats: VQAReadStats | None = None) -> list[VQARecord]:
@@ -167,7 +173,7 @@ def _annotation(entry: Any, path: Path, i: int) -> dict[str, Any]:
     if not answers:
         raise DataFormatError(f"{path}: {where}.answers: empty list")
     # Samples that keep only some fields still read; the majority answer is recomputed if absent.
-    fallback = Counter(answers).most_common(1)[0][0]
+    fallback = majority_answer(answers)
     return {
         "answers": answers,
         "answer_type": _get(entry, "answer_type", str, path, where, default=""),
@@ -176,13 +182,18 @@ def _annotation(entry: Any, path: Path, i: int) -> dict[str, Any]:
     }
 
 
+def majority_answer(answers: Sequence[str]) -> str:
+    """The most common raw answer (first seen wins a tie): ``multiple_choice_answer`` where a file omits it."""
+    return Counter(answers).most_common(1)[0][0]
+
+
 def _image_path(
     entry: dict[str, Any], image_id: int, root: Path, image_paths: Mapping[int, str | os.PathLike[str]] | None,
     subtype: Any, path: Path, where: str,
 ) -> Path:
     name = _get(entry, "image", str, path, where, default=None)
     if name is not None:
-        return root / name
+        return _abs(root / name)  # collapses "../" of refs written relative to another folder
     if image_paths is not None:
         if image_id not in image_paths:
             raise DataFormatError(f"{path}: {where}.image_id: {image_id} is not in the given image_paths")

@@ -11,6 +11,10 @@ folder     ``x.jpg`` + ``x.txt`` side-cars                  ``.folder``
 wds        ``.tar`` shards, img2dataset layout              ``.wds`` (streaming: ``.wds_stream``)
 =========  ==============================================  ======================================
 
+Questions with answers (``vqav2``, ``jsonl``) live in ``.vqa_files``; detector region features
+(``tsv``, ``npz``, ``vlp``) in ``.region_files``; ``vlp data convert|inspect --kind vqa|regions``
+reaches them.
+
 ``read_records`` gives ``ImageRecord`` lists (what map-style datasets and evaluation use);
 ``read_samples`` / ``write_samples`` move ``ImageSample``s between any two formats (``vlp data
 convert``). Options that only some formats use live in one ``FormatOptions``.
