@@ -40,7 +40,7 @@ class DataConfig:
     split_key: str = "split"  # csv/tsv split column, used when the file has one
     image_key: str = "image"  # jsonl image field
     split_dirs: bool = False  # folder: the first directory level names the split
-    shuffle_buffer: int = 1000  # wds: samples held by the streaming shuffle buffer (1 = shard order)
+    shuffle_buffer: int = 1000  # wds: samples held by the streaming shuffle buffer (0 or 1: no mixing)
     train_split: str = "train"
     eval_splits: tuple[str, ...] = ("test", "test_novel")
     vocab_size: int = 1000  # WordPiece vocabulary trained on the training captions

@@ -99,8 +99,8 @@ class WebDatasetStream(IterableDataset):
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if shuffle_buffer < 1:
-            raise ValueError(f"shuffle_buffer must be >= 1 (1 keeps shard order), got {shuffle_buffer}")
+        if shuffle_buffer < 0:
+            raise ValueError(f"shuffle_buffer must be >= 0 (0 or 1 keeps the order), got {shuffle_buffer}")
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
         self.index = index if index is not None else ShardIndex.build(expand_shards(shards))
