@@ -1,0 +1,143 @@
+"""BLEU-1..n as pycocoevalcap computes it (corpus score, closest reference length, per-sentence scores).
+
+pycocoevalcap builds a dict of n-gram tuples for every sentence and walks them in Python (~0.6 s for
+5,000 images x 5 references). BLEU only needs, per candidate and order k, the clipped count
+sum over its k-grams g of min(count in the candidate, max count in one of its image's references).
+Every word position starts one n-gram of each order, so one sort of all positions (candidates and
+references together) by the code (image, w0, w1, ..., w_{n-1}) puts every (image, k-gram) group in a
+contiguous run for all k at once: k-gram groups are runs of equal k-prefixes of the sorted codes. A
+bincount per order gives the (group, sentence of the image) counts, hence the clip, without any
+per-n-gram Python.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from vlp.metrics.caption_ngrams import _densify
+from vlp.metrics.caption_words import WordIds, word_ids
+
+_TINY, _SMALL = 1e-15, 1e-9  # pycocoevalcap's BLEU smoothing constants
+_CODE_BITS = 62
+
+
+def bleu_scores(candidates: Sequence[str], references: Sequence[Sequence[str]], n: int = 4) -> tuple[list[float], np.ndarray]:
+    """(corpus BLEU-1..n, per-candidate BLEU [C, n]) of each candidate against its reference list,
+    equal to pycocoevalcap's `Bleu(n).compute_score` (option "closest"); words are `str.split()`."""
+    if n < 1:
+        raise ValueError(f"n-gram order must be >= 1, got {n}")
+    if len(candidates) != len(references):
+        raise ValueError(f"{len(candidates)} candidates but {len(references)} reference lists")
+    count = len(candidates)
+    num_refs = np.fromiter(map(len, references), dtype=np.int64, count=count)
+    if count and int(num_refs.min()) == 0:
+        raise ValueError(f"candidate {int(np.argmin(num_refs))} has no reference captions")
+    if count == 0:
+        return [0.0] * n, np.zeros((0, n))
+    max_refs = int(num_refs.max())
+    words = word_ids([*candidates, *(r for refs in references for r in refs)])
+    # Sentence s is candidate s (slot 0) for s < count, else a reference of its image (slots 1..R).
+    ref_image = np.repeat(np.arange(count, dtype=np.int64), num_refs)
+    ref_slot = np.arange(ref_image.size, dtype=np.int64) - np.repeat(np.cumsum(num_refs) - num_refs, num_refs)
+    image = np.concatenate([np.arange(count, dtype=np.int64), ref_image])
+    slot = np.concatenate([np.zeros(count, dtype=np.int64), ref_slot + 1])
+    correct = clipped_counts(words, image, slot, count, max_refs + 1, n)
+    ref_len = np.full((count, max_refs), -1, dtype=np.int64)  # -1: no such reference
+    ref_len[ref_image, ref_slot] = words.lengths[count:]
+    return bleu_from_counts(correct, words.lengths[:count], ref_len)
+
+
+def clipped_counts(words: WordIds, image: np.ndarray, slot: np.ndarray, num_images: int, num_slots: int, n: int) -> np.ndarray:
+    """[images, n] sum over each image's candidate k-grams of min(candidate count, max reference count).
+
+    `image`/`slot` per sentence of `words`: slot 0 is the image's candidate, 1.. its references.
+    Each sentence is followed by an end marker whose id (vocabulary size + slot) no other sentence of
+    the image has, so an n-gram that runs past its sentence equals no other n-gram of the image and
+    counts nothing: no per-order masking. For each order, every position gets the code
+    (image, k-gram, slot) and one `np.sort` turns each (image, k-gram) into a group of runs, one run
+    per slot that has it, the candidate's first.
+    """
+    lengths = words.lengths
+    total = int(lengths.sum()) + lengths.size
+    markers = np.cumsum(lengths + 1) - 1
+    layout = np.zeros(total + n, dtype=np.int64)  # words, an end marker per sentence, padding
+    is_word = np.ones(total, dtype=bool)
+    is_word[markers] = False
+    layout[:total][is_word] = words.ids
+    layout[markers] = words.vocab_size + slot
+    width = max(int(words.vocab_size + num_slots - 1).bit_length(), 1)
+    image_bits = max(num_images - 1, 1).bit_length()
+    slot_bits = max(num_slots - 1, 1).bit_length()
+    position_slot = np.repeat(slot, lengths + 1)
+    gram = np.repeat(image, lengths + 1)  # (image, k-gram starting here) as one code, the image on top
+    gram_bits = 0  # bits below the image
+    correct = np.zeros((num_images, n))
+    code = np.empty(total + 1, dtype=np.int64)
+    code[total] = np.iinfo(np.int64).max  # a sentinel run after the last group
+    for k in range(1, n + 1):
+        if image_bits + gram_bits + width + slot_bits > _CODE_BITS:  # large vocabularies: rank the (k-1)-grams
+            gram, gram_bits = _rank_within_image(gram, gram_bits, num_images)
+        gram = (gram << width) | layout[k - 1 : k - 1 + total]
+        gram_bits += width
+        np.bitwise_or(gram << slot_bits, position_slot, out=code[:total])
+        code.sort()
+        correct[:, k - 1] = _clipped_per_image(code, slot_bits, gram_bits, num_slots - 1, num_images)
+    return correct
+
+
+def _rank_within_image(gram: np.ndarray, gram_bits: int, num_images: int) -> tuple[np.ndarray, int]:
+    """The same (image, gram) codes with fewer bits: the image on top of the gram's rank within its image."""
+    keys, rank = _densify(gram)
+    image = gram >> gram_bits
+    first = np.searchsorted(keys >> gram_bits, np.arange(num_images))  # first rank of each image
+    local = rank - first[image]
+    bits = max(int(local.max()), 1).bit_length()
+    return (image << bits) | local, bits
+
+
+def _clipped_per_image(code: np.ndarray, slot_bits: int, gram_bits: int, max_refs: int, num_images: int) -> np.ndarray:
+    """Sum per image of min(candidate count, max reference count) over its k-grams, from sorted codes
+    that end with a sentinel. Runs of equal codes are (image, k-gram, slot) counts; a candidate run
+    (slot 0) is the first of its (image, k-gram) group and the references are the <= `max_refs` after it."""
+    new = np.empty(code.size, dtype=bool)
+    new[:1] = True
+    np.not_equal(code[1:], code[:-1], out=new[1:])
+    run_start = np.flatnonzero(new)
+    run_len = np.diff(run_start, append=code.size)
+    run_key = code[run_start]
+    cand = np.flatnonzero((run_key & ((1 << slot_bits) - 1)) == 0)
+    group = run_key >> slot_bits  # (image, k-gram)
+    cand_group = group[cand]
+    best_ref = np.zeros(cand.size, dtype=np.int64)
+    last = run_key.size - 1  # the sentinel's run: never in a group
+    for j in range(1, max_refs + 1):
+        after = np.minimum(cand + j, last)
+        np.maximum(best_ref, np.where(group[after] == cand_group, run_len[after], 0), out=best_ref)
+    clipped = np.minimum(run_len[cand], best_ref)
+    return np.bincount(cand_group >> gram_bits, weights=clipped, minlength=num_images)
+
+
+def bleu_from_counts(correct: np.ndarray, lengths: np.ndarray, ref_len: np.ndarray) -> tuple[list[float], np.ndarray]:
+    """Corpus and per-candidate BLEU from clipped counts [C, n], candidate lengths [C] and reference
+    lengths [C, R] (-1 where a candidate has fewer references), in pycocoevalcap's order of operations."""
+    count, n = correct.shape
+    guess = np.maximum(0, lengths[:, None] - np.arange(n)[None, :]).astype(np.float64)
+    distance = np.where(ref_len >= 0, np.abs(ref_len - lengths[:, None]), 1 << 40)  # x 2**20 below still fits int64
+    closest = np.argmin(distance * (1 << 20) + ref_len, axis=1)  # ties: the shorter reference
+    reflen = ref_len[np.arange(count), closest]
+    per_image = np.cumprod((correct + _TINY) / (guess + _SMALL), axis=1) ** (1.0 / np.arange(1, n + 1))
+    ratio = (lengths + _TINY) / (reflen + _SMALL)
+    short = ratio < 1
+    per_image[short] *= np.exp(1 - 1 / ratio[short])[:, None]
+    total_test, total_ref = int(lengths.sum()), int(reflen.sum())
+    corpus, product = [], 1.0
+    for k in range(n):
+        product *= float(correct[:, k].sum() + _TINY) / (float(guess[:, k].sum()) + _SMALL)
+        corpus.append(product ** (1.0 / (k + 1)))
+    ratio_all = (total_test + _TINY) / (total_ref + _SMALL)
+    if ratio_all < 1:
+        corpus = [b * math.exp(1 - 1 / ratio_all) for b in corpus]
+    return corpus, per_image
