@@ -61,16 +61,23 @@ def clipped_counts(words: WordIds, image: np.ndarray, slot: np.ndarray, num_imag
     per slot that has it, the candidate's first.
     """
     lengths = words.lengths
+    ids, vocab = words.ids, words.vocab_size
+    image_bits = max(num_images - 1, 1).bit_length()
+    slot_bits = max(num_slots - 1, 1).bit_length()
+    if image_bits + n * (vocab + num_slots - 1).bit_length() + slot_bits > _CODE_BITS:
+        # Wide vocabulary (real COCO has ~10k words): number words within their image instead (~60 each).
+        width = max(vocab - 1, 1).bit_length()
+        local, bits = _rank_within_image((np.repeat(image, lengths) << width) | ids, width, num_images)
+        ids = local & ((1 << bits) - 1)
+        vocab = int(ids.max()) + 1
     total = int(lengths.sum()) + lengths.size
     markers = np.cumsum(lengths + 1) - 1
     layout = np.zeros(total + n, dtype=np.int64)  # words, an end marker per sentence, padding
     is_word = np.ones(total, dtype=bool)
     is_word[markers] = False
-    layout[:total][is_word] = words.ids
-    layout[markers] = words.vocab_size + slot
-    width = max(int(words.vocab_size + num_slots - 1).bit_length(), 1)
-    image_bits = max(num_images - 1, 1).bit_length()
-    slot_bits = max(num_slots - 1, 1).bit_length()
+    layout[:total][is_word] = ids
+    layout[markers] = vocab + slot
+    width = max(vocab + num_slots - 1, 1).bit_length()
     position_slot = np.repeat(slot, lengths + 1)
     gram = np.repeat(image, lengths + 1)  # (image, k-gram starting here) as one code, the image on top
     gram_bits = 0  # bits below the image
@@ -78,7 +85,7 @@ def clipped_counts(words: WordIds, image: np.ndarray, slot: np.ndarray, num_imag
     code = np.empty(total + 1, dtype=np.int64)
     code[total] = np.iinfo(np.int64).max  # a sentinel run after the last group
     for k in range(1, n + 1):
-        if image_bits + gram_bits + width + slot_bits > _CODE_BITS:  # large vocabularies: rank the (k-1)-grams
+        if image_bits + gram_bits + width + slot_bits > _CODE_BITS:  # thousands of words per image: rank the (k-1)-grams
             gram, gram_bits = _rank_within_image(gram, gram_bits, num_images)
         gram = (gram << width) | layout[k - 1 : k - 1 + total]
         gram_bits += width
@@ -111,12 +118,17 @@ def _clipped_per_image(code: np.ndarray, slot_bits: int, gram_bits: int, max_ref
     cand = np.flatnonzero((run_key & ((1 << slot_bits) - 1)) == 0)
     group = run_key >> slot_bits  # (image, k-gram)
     cand_group = group[cand]
-    best_ref = np.zeros(cand.size, dtype=np.int64)
     last = run_key.size - 1  # the sentinel's run: never in a group
-    for j in range(1, max_refs + 1):
-        after = np.minimum(cand + j, last)
-        np.maximum(best_ref, np.where(group[after] == cand_group, run_len[after], 0), out=best_ref)
-    clipped = np.minimum(run_len[cand], best_ref)
+    # Most candidate k-grams occur once: then the clip is 1 iff some reference has it (the next run).
+    clipped = (group[np.minimum(cand + 1, last)] == cand_group).astype(np.int64)
+    repeated = np.flatnonzero(run_len[cand] > 1)
+    if repeated.size:
+        at, at_group = cand[repeated], cand_group[repeated]
+        best_ref = np.zeros(at.size, dtype=np.int64)
+        for j in range(1, max_refs + 1):
+            after = np.minimum(at + j, last)
+            np.maximum(best_ref, np.where(group[after] == at_group, run_len[after], 0), out=best_ref)
+        clipped[repeated] = np.minimum(run_len[at], best_ref)
     return np.bincount(cand_group >> gram_bits, weights=clipped, minlength=num_images)
 
 

@@ -77,22 +77,16 @@ def _byte_word_ids(raw: np.ndarray, single_space: bool) -> WordIds:
     # 8 bytes starting at every offset, as one little-endian uint64 each (an unaligned strided view).
     at = np.ndarray(shape=(size + 1,), dtype="<u8", buffer=padded, strides=(1,))
     delim = np.flatnonzero(raw <= 32)  # after the check in word_ids: spaces and the sentence newlines
-    starts = np.empty(delim.size + 1, dtype=np.int64)
-    starts[0] = 0
-    starts[1:] = delim + 1
-    length = np.empty(delim.size + 1, dtype=np.int64)
-    length[:-1] = delim
-    length[-1] = size
-    length -= starts
-    # Words per sentence: the words before each newline delimiter, in the running count.
+    starts = np.concatenate(([0], delim + 1))
+    length = np.concatenate((delim, [size])) - starts
     last_word = np.append(np.flatnonzero(raw[delim] == 10), delim.size)  # index of each sentence's last word
-    if not single_space:  # str.split(): drop the empty words between adjacent separators
-        keep = np.flatnonzero(length)
+    if single_space or np.count_nonzero(length) == length.size:  # no empty words, or they count (split(" "))
+        ends = last_word + 1
+    else:  # str.split(): drop the empty words between adjacent separators
         count_before = np.cumsum(length > 0)
+        keep = np.flatnonzero(length)
         starts, length = starts[keep], length[keep]
         ends = count_before[last_word]
-    else:
-        ends = last_word + 1
     lengths = np.diff(ends, prepend=0)
     ids = _bytes_ids(at, starts, length)
     return WordIds(ids, lengths, int(ids.max()) + 1 if ids.size else 0)
@@ -101,7 +95,7 @@ def _byte_word_ids(raw: np.ndarray, single_space: bool) -> WordIds:
 def _bytes_ids(at: np.ndarray, starts: np.ndarray, length: np.ndarray) -> np.ndarray:
     """Exact ids of byte strings (`at[i]`: 8 bytes from offset i) by chunks of `_CHUNK` bytes."""
     def chunk(offset: np.ndarray, remaining: np.ndarray) -> np.ndarray:
-        return (at[offset] & _MASKS[np.minimum(remaining, _CHUNK)]).astype(np.int64)
+        return (at[offset] & _MASKS[np.minimum(remaining, _CHUNK)]).view(np.int64)
 
     _, ids = _densify(chunk(starts, length))
     next_id = int(ids.max()) + 1 if ids.size else 0
