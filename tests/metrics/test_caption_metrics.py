@@ -40,7 +40,8 @@ def test_bit_parallel_rouge_equals_plain_dp_including_long_references() -> None:
     refs = [[_sentence(rng, 1, 20) for _ in range(rng.randint(1, 4))] for _ in range(60)]
     refs[0].append(" ".join(rng.choice(WORDS) for _ in range(90)))  # > 64 words: the DP fallback
     refs[1][0] = " ".join(["dog"] * 64)  # exactly 64 bits
-    cands[1] = "dog " * 70 + "dog"
+    cands[1] = "dog " * 70 + "dog"  # > 64 words: the Python-int bit vector
+    cands[2] = " ".join(rng.choice(WORDS) for _ in range(64))  # exactly 64 bits
     ours = rouge_l_scores(cands, refs)
     np.testing.assert_allclose(ours, [_naive_rouge(c, r) for c, r in zip(cands, refs)], atol=1e-12)
 

@@ -1,13 +1,13 @@
 """BLEU-1..n as pycocoevalcap computes it (corpus score, closest reference length, per-sentence scores).
 
 pycocoevalcap builds a dict of n-gram tuples for every sentence and walks them in Python (~0.6 s for
-5,000 images x 5 references). BLEU only needs, per candidate and order k, the clipped count
-sum over its k-grams g of min(count in the candidate, max count in one of its image's references).
-Every word position starts one n-gram of each order, so one sort of all positions (candidates and
-references together) by the code (image, w0, w1, ..., w_{n-1}) puts every (image, k-gram) group in a
-contiguous run for all k at once: k-gram groups are runs of equal k-prefixes of the sorted codes. A
-bincount per order gives the (group, sentence of the image) counts, hence the clip, without any
-per-n-gram Python.
+5,000 images x 5 references). BLEU only needs, per candidate and order k, the clipped count: the sum
+over its k-grams of min(count in the candidate, max count in one reference of its image). Here every
+word position of every sentence (candidates and references together) gets, per order, one integer
+code (image, k-gram starting there, slot of its sentence in the image); after one `np.sort` of the
+codes, equal codes are runs (a k-gram's count in one sentence) and each (image, k-gram) is a group of
+runs with the candidate's first, so the clip is a few vector operations on the runs, without any
+per-n-gram Python. Codes are built word by word (code << width | next word), the image on top.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from vlp.metrics.caption_ngrams import _densify
-from vlp.metrics.caption_words import WordIds, word_ids
+from vlp.metrics.caption_words import CaptionWords, caption_words
 
 _TINY, _SMALL = 1e-15, 1e-9  # pycocoevalcap's BLEU smoothing constants
-_CODE_BITS = 62
+_CODE_BITS = 62  # codes stay non-negative int64 with a bit to spare
 
 
 def bleu_scores(candidates: Sequence[str], references: Sequence[Sequence[str]], n: int = 4) -> tuple[list[float], np.ndarray]:
@@ -29,37 +29,28 @@ def bleu_scores(candidates: Sequence[str], references: Sequence[Sequence[str]], 
     equal to pycocoevalcap's `Bleu(n).compute_score` (option "closest"); words are `str.split()`."""
     if n < 1:
         raise ValueError(f"n-gram order must be >= 1, got {n}")
-    if len(candidates) != len(references):
-        raise ValueError(f"{len(candidates)} candidates but {len(references)} reference lists")
-    count = len(candidates)
-    num_refs = np.fromiter(map(len, references), dtype=np.int64, count=count)
-    if count and int(num_refs.min()) == 0:
-        raise ValueError(f"candidate {int(np.argmin(num_refs))} has no reference captions")
+    captions = caption_words(candidates, references)
+    count, words = captions.count, captions.words
     if count == 0:
         return [0.0] * n, np.zeros((0, n))
-    max_refs = int(num_refs.max())
-    words = word_ids([*candidates, *(r for refs in references for r in refs)])
-    # Sentence s is candidate s (slot 0) for s < count, else a reference of its image (slots 1..R).
-    ref_image = np.repeat(np.arange(count, dtype=np.int64), num_refs)
-    ref_slot = np.arange(ref_image.size, dtype=np.int64) - np.repeat(np.cumsum(num_refs) - num_refs, num_refs)
-    image = np.concatenate([np.arange(count, dtype=np.int64), ref_image])
-    slot = np.concatenate([np.zeros(count, dtype=np.int64), ref_slot + 1])
-    correct = clipped_counts(words, image, slot, count, max_refs + 1, n)
+    max_refs = int(captions.num_refs.max())
+    correct = clipped_counts(captions, n)
     ref_len = np.full((count, max_refs), -1, dtype=np.int64)  # -1: no such reference
-    ref_len[ref_image, ref_slot] = words.lengths[count:]
+    ref_len[captions.image[count:], captions.slot[count:] - 1] = words.lengths[count:]
     return bleu_from_counts(correct, words.lengths[:count], ref_len)
 
 
-def clipped_counts(words: WordIds, image: np.ndarray, slot: np.ndarray, num_images: int, num_slots: int, n: int) -> np.ndarray:
+def clipped_counts(captions: CaptionWords, n: int) -> np.ndarray:
     """[images, n] sum over each image's candidate k-grams of min(candidate count, max reference count).
 
-    `image`/`slot` per sentence of `words`: slot 0 is the image's candidate, 1.. its references.
     Each sentence is followed by an end marker whose id (vocabulary size + slot) no other sentence of
     the image has, so an n-gram that runs past its sentence equals no other n-gram of the image and
     counts nothing: no per-order masking. For each order, every position gets the code
     (image, k-gram, slot) and one `np.sort` turns each (image, k-gram) into a group of runs, one run
     per slot that has it, the candidate's first.
     """
+    words, image, slot, num_images = captions.words, captions.image, captions.slot, captions.count
+    num_slots = int(captions.num_refs.max()) + 1
     lengths = words.lengths
     ids, vocab = words.ids, words.vocab_size
     image_bits = max(num_images - 1, 1).bit_length()
@@ -87,6 +78,8 @@ def clipped_counts(words: WordIds, image: np.ndarray, slot: np.ndarray, num_imag
     for k in range(1, n + 1):
         if image_bits + gram_bits + width + slot_bits > _CODE_BITS:  # thousands of words per image: rank the (k-1)-grams
             gram, gram_bits = _rank_within_image(gram, gram_bits, num_images)
+            if image_bits + gram_bits + width + slot_bits > 63:
+                raise ValueError(f"{num_images} images with up to {1 << gram_bits} distinct {k - 1}-grams each do not fit int64 codes")
         gram = (gram << width) | layout[k - 1 : k - 1 + total]
         gram_bits += width
         np.bitwise_or(gram << slot_bits, position_slot, out=code[:total])

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from vlp.metrics.caption_ngrams import _densify
-from vlp.metrics.caption_words import word_ids
+from vlp.metrics.caption_words import caption_words
 
 _MAX_BITS = 64
 _BYTE_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
@@ -104,20 +104,13 @@ def _lcs_bit_parallel(match: np.ndarray, ref_len: np.ndarray, ref_start: np.ndar
 
 def rouge_l_scores(candidates: Sequence[str], references: Sequence[Sequence[str]], beta: float = 1.2) -> np.ndarray:
     """Per-candidate ROUGE-L F-score against its references (pycocoevalcap's `Rouge.calc_score`)."""
-    if len(candidates) != len(references):
-        raise ValueError(f"{len(candidates)} candidates but {len(references)} reference lists")
-    count = len(candidates)
-    num_refs = np.fromiter(map(len, references), dtype=np.int64, count=count)
-    if count and int(num_refs.min()) == 0:
-        raise ValueError(f"candidate {int(np.argmin(num_refs))} has no reference captions")
+    captions = caption_words(candidates, references, single_space=True)
+    count, words = captions.count, captions.words
     if count == 0:
         return np.zeros(0)
-    flat_refs = [r for refs in references for r in refs]
-    words = word_ids([*candidates, *flat_refs], single_space=True)
     lengths = words.lengths
     cand_len, ref_len = lengths[:count], lengths[count:]
-    ref_image = np.repeat(np.arange(count, dtype=np.int64), num_refs)
-    sentence_image = np.concatenate([np.arange(count, dtype=np.int64), ref_image])
+    ref_image = captions.image[count:]
     sentence_start = np.cumsum(lengths) - lengths
     position_sentence = np.repeat(np.arange(lengths.size, dtype=np.int64), lengths)
     offset = np.arange(words.ids.size, dtype=np.int64) - sentence_start[position_sentence]
@@ -125,7 +118,7 @@ def rouge_l_scores(candidates: Sequence[str], references: Sequence[Sequence[str]
     short = cand_len <= _MAX_BITS
     if not short.all():  # bits beyond the 64th are not set: those candidates' pairs are redone below
         is_candidate &= short[np.minimum(position_sentence, count - 1)]
-    match = _match_masks(words.ids, sentence_image[position_sentence], offset, is_candidate, words.vocab_size)
+    match = _match_masks(words.ids, captions.image[position_sentence], offset, is_candidate, words.vocab_size)
     cand_words = int(cand_len.sum())
     lcs = _lcs_bit_parallel(match[cand_words:], ref_len, sentence_start[count:] - cand_words, cand_len[ref_image])
     for r in np.flatnonzero(~short[ref_image]).tolist():
@@ -134,7 +127,7 @@ def rouge_l_scores(candidates: Sequence[str], references: Sequence[Sequence[str]
         lcs[r] = _lcs_python_bits(cand_ids.tolist(), words.ids[start : start + ref_len[r]].tolist())
     precision = lcs / cand_len[ref_image].astype(np.float64)
     recall = lcs / ref_len.astype(np.float64)
-    starts = np.cumsum(num_refs) - num_refs
+    starts = np.cumsum(captions.num_refs) - captions.num_refs
     prec_max = np.maximum.reduceat(precision, starts)
     rec_max = np.maximum.reduceat(recall, starts)
     both = (prec_max != 0) & (rec_max != 0)

@@ -43,6 +43,37 @@ class WordIds:
     vocab_size: int
 
 
+@dataclass
+class CaptionWords:
+    """Word ids of candidates followed by their references (image 0's, then image 1's, ...), and for
+    every sentence its image and slot (0: the image's candidate, 1..R: its references in order)."""
+
+    words: WordIds
+    num_refs: np.ndarray  # [C] references per candidate
+    image: np.ndarray  # [C + sum(num_refs)]
+    slot: np.ndarray  # [C + sum(num_refs)]
+
+    @property
+    def count(self) -> int:
+        return self.num_refs.size
+
+
+def caption_words(candidates: Sequence[str], references: Sequence[Sequence[str]], *, single_space: bool = False) -> CaptionWords:
+    """One candidate per reference list, as pycocoevalcap's scorers take them; clear errors otherwise."""
+    if len(candidates) != len(references):
+        raise ValueError(f"{len(candidates)} candidates but {len(references)} reference lists")
+    count = len(candidates)
+    num_refs = np.fromiter(map(len, references), dtype=np.int64, count=count)
+    if count and int(num_refs.min()) == 0:
+        raise ValueError(f"candidate {int(np.argmin(num_refs))} has no reference captions")
+    words = word_ids([*candidates, *(r for refs in references for r in refs)], single_space=single_space)
+    ref_image = np.repeat(np.arange(count, dtype=np.int64), num_refs)
+    ref_slot = np.arange(ref_image.size, dtype=np.int64) - np.repeat(np.cumsum(num_refs) - num_refs, num_refs)
+    image = np.concatenate([np.arange(count, dtype=np.int64), ref_image])
+    slot = np.concatenate([np.zeros(count, dtype=np.int64), ref_slot + 1])
+    return CaptionWords(words, num_refs, image, slot)
+
+
 def word_ids(sentences: Sequence[str], *, single_space: bool = False) -> WordIds:
     """Word ids of `sentences` split by `str.split(" ")` (`single_space`) or `str.split()`."""
     if len(sentences) == 0:
