@@ -60,8 +60,9 @@ def test_word_ids_byte_path_equals_str_split(single_space: bool) -> None:
     sentences = [" ".join(rng.choice(vocab) for _ in range(rng.randint(0, 12))) for _ in range(200)]
     sentences += ["", " ", "a  b", " lead", "trail "]
     expected = [s.split(" ") if single_space else s.split() for s in sentences]
-    raw = np.frombuffer("\n".join(sentences).encode(), dtype=np.uint8)
-    for out in (word_ids(sentences, single_space=single_space), _byte_word_ids(raw, single_space),
+    padded = np.frombuffer(("\n".join(sentences) + "\0" * 8).encode(), dtype=np.uint8)
+    delim = np.flatnonzero(padded[:-8] <= 32)
+    for out in (word_ids(sentences, single_space=single_space), _byte_word_ids(padded, delim, padded[delim], single_space),
                 _python_word_ids(sentences, single_space)):
         np.testing.assert_array_equal(out.lengths, [len(e) for e in expected])
         flat = [w for e in expected for w in e]

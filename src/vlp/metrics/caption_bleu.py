@@ -80,9 +80,11 @@ def clipped_counts(captions: CaptionWords, n: int) -> np.ndarray:
             gram, gram_bits = _rank_within_image(gram, gram_bits, num_images)
             if image_bits + gram_bits + width + slot_bits > 63:
                 raise ValueError(f"{num_images} images with up to {1 << gram_bits} distinct {k - 1}-grams each do not fit int64 codes")
-        gram = (gram << width) | layout[k - 1 : k - 1 + total]
+        gram <<= width  # in place: fresh pages for new arrays cost as much as the arithmetic
+        gram |= layout[k - 1 : k - 1 + total]
         gram_bits += width
-        np.bitwise_or(gram << slot_bits, position_slot, out=code[:total])
+        np.left_shift(gram, slot_bits, out=code[:total])
+        code[:total] |= position_slot
         code.sort()
         correct[:, k - 1] = _clipped_per_image(code, slot_bits, gram_bits, num_slots - 1, num_images)
     return correct

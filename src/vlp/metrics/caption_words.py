@@ -83,10 +83,14 @@ def word_ids(sentences: Sequence[str], *, single_space: bool = False) -> WordIds
     except TypeError:
         bad = next(s for s in sentences if not isinstance(s, str))
         raise TypeError(f"captions must be strings, got {type(bad).__name__}: {bad!r}") from None
-    raw = np.frombuffer(text.encode("utf-8", "surrogatepass"), dtype=np.uint8)
-    clean = int(np.count_nonzero(raw < 32)) == len(sentences) - 1  # only the separators are control bytes
-    if clean and (single_space or text.isascii() or _UNICODE_SPACE.search(text) is None):
-        return _byte_word_ids(raw, single_space)
+    if single_space or text.isascii() or _UNICODE_SPACE.search(text) is None:
+        # 8 zero bytes of padding: every word's chunk can be read as a whole uint64 (see _bytes_ids)
+        padded = np.frombuffer((text + "\0" * 8).encode("utf-8", "surrogatepass"), dtype=np.uint8)
+        size = padded.size - 8
+        delim = np.flatnonzero(padded[:size] <= 32)  # spaces, the newlines between sentences, other controls
+        delim_byte = padded[delim]
+        if int(np.count_nonzero(delim_byte != 32)) == len(sentences) - 1:  # no control byte inside a caption
+            return _byte_word_ids(padded, delim, delim_byte, single_space)
     return _python_word_ids(sentences, single_space)
 
 
@@ -100,17 +104,19 @@ def _python_word_ids(sentences: Sequence[str], single_space: bool) -> WordIds:
     return WordIds(ids, lengths, len(vocab))
 
 
-def _byte_word_ids(raw: np.ndarray, single_space: bool) -> WordIds:
-    """Words between separator bytes (space, and the newline between sentences), ids from their bytes."""
-    size = raw.size
-    padded = np.zeros(size + 8, dtype=np.uint8)
-    padded[:size] = raw
+def _byte_word_ids(padded: np.ndarray, delim: np.ndarray, delim_byte: np.ndarray, single_space: bool) -> WordIds:
+    """Words between separator bytes `delim` (spaces, and newlines between sentences) of the encoded
+    text `padded` (8 zero bytes at the end); ids from their bytes."""
+    size = padded.size - 8
     # 8 bytes starting at every offset, as one little-endian uint64 each (an unaligned strided view).
     at = np.ndarray(shape=(size + 1,), dtype="<u8", buffer=padded, strides=(1,))
-    delim = np.flatnonzero(raw <= 32)  # after the check in word_ids: spaces and the sentence newlines
-    starts = np.concatenate(([0], delim + 1))
-    length = np.concatenate((delim, [size])) - starts
-    last_word = np.append(np.flatnonzero(raw[delim] == 10), delim.size)  # index of each sentence's last word
+    starts = np.empty(delim.size + 1, dtype=np.int64)
+    starts[0] = 0
+    np.add(delim, 1, out=starts[1:])
+    length = np.empty(delim.size + 1, dtype=np.int64)
+    np.subtract(delim, starts[:-1], out=length[:-1])
+    length[-1] = size - starts[-1]
+    last_word = np.append(np.flatnonzero(delim_byte == 10), delim.size)  # index of each sentence's last word
     if single_space or np.count_nonzero(length) == length.size:  # no empty words, or they count (split(" "))
         ends = last_word + 1
     else:  # str.split(): drop the empty words between adjacent separators
@@ -126,7 +132,9 @@ def _byte_word_ids(raw: np.ndarray, single_space: bool) -> WordIds:
 def _bytes_ids(at: np.ndarray, starts: np.ndarray, length: np.ndarray) -> np.ndarray:
     """Exact ids of byte strings (`at[i]`: 8 bytes from offset i) by chunks of `_CHUNK` bytes."""
     def chunk(offset: np.ndarray, remaining: np.ndarray) -> np.ndarray:
-        return (at[offset] & _MASKS[np.minimum(remaining, _CHUNK)]).view(np.int64)
+        key = at[offset]
+        key &= _MASKS[np.minimum(remaining, _CHUNK)]
+        return key.view(np.int64)
 
     _, ids = _densify(chunk(starts, length))
     next_id = int(ids.max()) + 1 if ids.size else 0
