@@ -15,8 +15,9 @@ import pytest
 from vlp.metrics.caption import CiderD, bleu, cider_d, evaluate_captions, rouge_l
 from vlp.metrics.caption_java import unavailable_reason
 from vlp.metrics.caption_ngrams import _densify, _densify_grouped
-from vlp.metrics.caption_rouge import lcs_length, rouge_l_scores
+from vlp.metrics.caption_rouge import _lcs_python_bits, lcs_length, rouge_l_scores
 from vlp.metrics.caption_tokenize import ptb_tokenize, tokenize_captions
+from vlp.metrics.caption_words import _byte_word_ids, _python_word_ids, word_ids
 
 WORDS = "a the dog cat man on in red blue sits runs grass table with of".split()
 
@@ -39,9 +40,56 @@ def test_bit_parallel_rouge_equals_plain_dp_including_long_references() -> None:
     refs = [[_sentence(rng, 1, 20) for _ in range(rng.randint(1, 4))] for _ in range(60)]
     refs[0].append(" ".join(rng.choice(WORDS) for _ in range(90)))  # > 64 words: the DP fallback
     refs[1][0] = " ".join(["dog"] * 64)  # exactly 64 bits
-    cands[1] = "dog " * 70 + "dog"
+    cands[1] = "dog " * 70 + "dog"  # > 64 words: the Python-int bit vector
+    cands[2] = " ".join(rng.choice(WORDS) for _ in range(64))  # exactly 64 bits
     ours = rouge_l_scores(cands, refs)
     np.testing.assert_allclose(ours, [_naive_rouge(c, r) for c, r in zip(cands, refs)], atol=1e-12)
+
+
+def _same_partition(ids: np.ndarray, words: list[str]) -> bool:
+    """ids equal exactly where the words are equal."""
+    return len(set(zip(ids.tolist(), words))) == len(set(ids.tolist())) == len(set(words))
+
+
+@pytest.mark.parametrize("single_space", [False, True], ids=["split()", "split(' ')"])
+def test_word_ids_byte_path_equals_str_split(single_space: bool) -> None:
+    rng = random.Random(0)
+    # Words of 1..23 bytes sharing 5- and 10-byte prefixes (the chunks the byte path reads), multi-byte UTF-8.
+    stems = ["abcde", "abcdefghij", "caf\u00e9", "\u4e2d\u6587\u5b57", "x"]
+    vocab = [stem + tail for stem in stems for tail in ["", "f", "fg", "klmno", "klmnopqrstuvw", "\u00e9"]]
+    sentences = [" ".join(rng.choice(vocab) for _ in range(rng.randint(0, 12))) for _ in range(200)]
+    sentences += ["", " ", "a  b", " lead", "trail "]
+    expected = [s.split(" ") if single_space else s.split() for s in sentences]
+    padded = np.frombuffer(("\n".join(sentences) + "\0" * 8).encode(), dtype=np.uint8)
+    delim = np.flatnonzero(padded[:-8] <= 32)
+    for out in (word_ids(sentences, single_space=single_space), _byte_word_ids(padded, delim, padded[delim], single_space),
+                _python_word_ids(sentences, single_space)):
+        np.testing.assert_array_equal(out.lengths, [len(e) for e in expected])
+        flat = [w for e in expected for w in e]
+        assert out.ids.size == len(flat) and int(out.ids.max()) < out.vocab_size
+        assert _same_partition(out.ids, flat)
+
+
+def test_word_ids_splits_on_every_whitespace_character_like_str() -> None:
+    spaces = [chr(c) for c in range(0x110000) if chr(c).isspace()]
+    assert len(spaces) == 29  # what str.split() splits on; the byte path must never see one it does not handle
+    for space in spaces:
+        sentences = [f"a{space}b c", "a b"]
+        for single_space in (False, True):
+            out = word_ids(sentences, single_space=single_space)
+            expected = [s.split(" ") if single_space else s.split() for s in sentences]
+            np.testing.assert_array_equal(out.lengths, [len(e) for e in expected], err_msg=repr(space))
+            assert _same_partition(out.ids, [w for e in expected for w in e]), repr(space)
+    with pytest.raises(TypeError, match="captions must be strings"):
+        word_ids(["a", None])  # type: ignore[list-item]
+
+
+def test_python_int_lcs_equals_plain_dp() -> None:
+    rng = random.Random(3)
+    for _ in range(200):
+        a = [rng.randrange(6) for _ in range(rng.randint(0, 90))]
+        b = [rng.randrange(6) for _ in range(rng.randint(0, 30))]
+        assert _lcs_python_bits(a, b) == lcs_length([str(x) for x in a], [str(x) for x in b])
 
 
 def test_lcs_length_reference() -> None:

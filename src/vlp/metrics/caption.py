@@ -1,12 +1,14 @@
 """COCO caption metrics without Java: BLEU-1..4, ROUGE-L and CIDEr-D, equal to pycocoevalcap's numbers.
 
 Why our own code rather than calling pycocoevalcap: its BLEU, ROUGE-L and CIDEr walk Python dicts of
-n-gram tuples (~7 s for 5,000 images x 5 references; CIDEr recomputes every reference vector for every
-evaluation), its tokenizer and METEOR/SPICE start a Java subprocess, and it is an optional dependency.
-Here n-grams are integer-encoded once and shared between BLEU and CIDEr-D (`caption_ngrams`), ROUGE-L's
-LCS runs bit-parallel over all pairs (`caption_rouge`), the PTB tokenisation is pure Python
-(`caption_tokenize`), and a `CiderD` object keeps the reference side for scoring many candidate batches
-(SCST rewards). Parity with pycocoevalcap is tested to 1e-6 in tests/parity/test_pycocoevalcap.py.
+n-gram tuples and DP tables (~3 s for 5,000 images x 5 references; CIDEr recomputes every reference
+vector for every evaluation), its tokenizer and METEOR/SPICE start a Java subprocess, and it is an
+optional dependency. Here words become integers from the captions' bytes (`caption_words`); BLEU's
+clipped counts come from one sort per n-gram order (`caption_bleu`); ROUGE-L's LCS runs bit-parallel
+over all pairs (`caption_rouge`); CIDEr-D keeps integer n-gram tables of the references
+(`caption_ngrams`) in a `CiderD` object that scores many candidate batches (SCST rewards); the PTB
+tokenisation is pure Python (`caption_tokenize`). Parity with pycocoevalcap is tested to 1e-12 in
+tests/parity/test_pycocoevalcap.py.
 
 Scales are pycocoevalcap's: BLEU, ROUGE-L and METEOR in [0, 1], CIDEr-D x10 (COCO convention).
 METEOR and SPICE exist only through pycocoevalcap + Java (`caption_java`); when unavailable they are
@@ -15,18 +17,17 @@ reported as NaN with a warning that says why, never silently dropped.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 
+from vlp.metrics.caption_bleu import bleu_scores
 from vlp.metrics.caption_ngrams import CandidateNgrams, ReferenceTable
 from vlp.metrics.caption_rouge import rouge_l_scores
 from vlp.metrics.caption_tokenize import ptb_tokenize
 
 METRICS = ("bleu", "rouge", "cider", "meteor", "spice")
-_TINY, _SMALL = 1e-15, 1e-9  # pycocoevalcap's BLEU smoothing constants
 
 
 def _aligned(predictions: Mapping[Hashable, str], references: Mapping[Hashable, Sequence[str]]) -> tuple[list[Hashable], list[str], list[list[str]]]:
@@ -54,34 +55,6 @@ def _aligned(predictions: Mapping[Hashable, str], references: Mapping[Hashable, 
     return ids, cands, refs
 
 
-def _bleu(table: ReferenceTable, image_index: np.ndarray, lengths: np.ndarray, matches: list[CandidateNgrams]) -> tuple[list[float], np.ndarray]:
-    """Corpus BLEU-1..n and per-candidate BLEU, as pycocoevalcap's BleuScorer(option='closest')."""
-    n, count = table.n, lengths.size
-    correct = np.zeros((count, n))
-    for k, m in enumerate(matches):
-        hit = m.row >= 0
-        clipped = np.minimum(m.tf[hit], table.counts[k][m.row[hit]].max(axis=1))
-        correct[:, k] = np.bincount(m.candidate[hit], weights=clipped, minlength=count)
-    guess = np.maximum(0, lengths[:, None] - np.arange(n)[None, :]).astype(np.float64)
-    ref_len = table.ref_lengths[image_index]  # [C, R], -1 where an image has fewer references
-    distance = np.where(ref_len >= 0, np.abs(ref_len - lengths[:, None]), 1 << 40)  # x 2**20 below still fits int64
-    closest = np.argmin(distance * (1 << 20) + ref_len, axis=1)  # ties: the shorter reference
-    reflen = ref_len[np.arange(count), closest]
-    per_image = np.cumprod((correct + _TINY) / (guess + _SMALL), axis=1) ** (1.0 / np.arange(1, n + 1))
-    ratio = (lengths + _TINY) / (reflen + _SMALL)
-    short = ratio < 1
-    per_image[short] *= np.exp(1 - 1 / ratio[short])[:, None]
-    total_test, total_ref = int(lengths.sum()), int(reflen.sum())
-    corpus, product = [], 1.0
-    for k in range(n):
-        product *= float(correct[:, k].sum() + _TINY) / (float(guess[:, k].sum()) + _SMALL)
-        corpus.append(product ** (1.0 / (k + 1)))
-    ratio_all = (total_test + _TINY) / (total_ref + _SMALL)
-    if ratio_all < 1:
-        corpus = [b * math.exp(1 - 1 / ratio_all) for b in corpus]
-    return corpus, per_image
-
-
 class CiderD:
     """CIDEr-D (clipped tf-idf n-gram cosine with a Gaussian length penalty, x10), pycocoevalcap's `Cider`.
 
@@ -90,13 +63,13 @@ class CiderD:
     corpus score equals `CiderD(references).compute_score(predictions)` with the same ids in both.
     """
 
-    def __init__(self, references: Mapping[Hashable, Sequence[str]], n: int = 4, sigma: float = 6.0, *, table: ReferenceTable | None = None) -> None:
+    def __init__(self, references: Mapping[Hashable, Sequence[str]], n: int = 4, sigma: float = 6.0) -> None:
         self.image_ids = list(references)
         if not self.image_ids:
             raise ValueError("CiderD needs references for at least one image")
         self.index = {image_id: i for i, image_id in enumerate(self.image_ids)}
         self.sigma = sigma
-        self.table = table if table is not None else ReferenceTable([list(references[i]) for i in self.image_ids], n)
+        self.table = ReferenceTable([list(references[i]) for i in self.image_ids], n)
         t = self.table
         self.n = t.n
         self.log_num_images = np.log(float(max(t.num_images, 1)))
@@ -154,11 +127,8 @@ class CiderD:
 
 def bleu(predictions: Mapping[Hashable, str], references: Mapping[Hashable, Sequence[str]], n: int = 4) -> tuple[list[float], np.ndarray]:
     """(corpus BLEU-1..n, per-image [I, n]) on tokenised captions, pycocoevalcap's `Bleu.compute_score`."""
-    ids, cands, refs = _aligned(predictions, references)
-    table = ReferenceTable(refs, n)
-    index = np.arange(len(ids), dtype=np.int64)
-    lengths, matches = table.match(index, cands)
-    return _bleu(table, index, lengths, matches)
+    _, cands, refs = _aligned(predictions, references)
+    return bleu_scores(cands, refs, n)
 
 
 def cider_d(predictions: Mapping[Hashable, str], references: Mapping[Hashable, Sequence[str]], n: int = 4, sigma: float = 6.0) -> tuple[float, np.ndarray]:
@@ -195,16 +165,12 @@ def evaluate_captions(
         cands = [ptb_tokenize(c) for c in cands]
         refs = [[ptb_tokenize(r) for r in rs] for rs in refs]
     result: dict[str, float] = {}
-    index = np.arange(len(ids), dtype=np.int64)
-    if "bleu" in metrics or "cider" in metrics:
-        table = ReferenceTable(refs, 4)
-        lengths, matches = table.match(index, cands)
-        if "bleu" in metrics:
-            corpus, _ = _bleu(table, index, lengths, matches)
-            result.update({f"bleu_{k + 1}": float(b) for k, b in enumerate(corpus)})
-        if "cider" in metrics:
-            scores = CiderD(dict(zip(ids, refs)), table=table).score_matches(index, lengths, matches)
-            result["cider"] = float(scores.mean()) if scores.size else 0.0
+    if "bleu" in metrics:
+        corpus, _ = bleu_scores(cands, refs, 4)
+        result.update({f"bleu_{k + 1}": float(b) for k, b in enumerate(corpus)})
+    if "cider" in metrics:
+        scores = CiderD(dict(zip(ids, refs))).score(ids, cands)
+        result["cider"] = float(scores.mean()) if scores.size else 0.0
     if "rouge" in metrics:
         result["rouge_l"] = float(rouge_l_scores(cands, refs).mean()) if cands else 0.0
     for name in ("meteor", "spice"):

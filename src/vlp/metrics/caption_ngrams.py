@@ -1,15 +1,15 @@
-"""Integer n-gram tables shared by BLEU and CIDEr-D (the COCO caption metrics).
+"""Integer n-gram tables of the references for CIDEr-D, and the sort helpers of the caption metrics.
 
 pycocoevalcap builds one Python dict of n-gram tuples per sentence and walks them in Python; on
-5,000 images x 5 references that is about a million dict operations per metric, repeated by BLEU and
-CIDEr. Here every word gets an integer id, every n-gram of order k gets a dense id built from the id of
-its (k-1)-gram prefix and its last word (one sort per order over all sentences at once), and the
-per-reference counts live in one [rows, max_refs] matrix whose rows are distinct (image, n-gram)
-pairs. Candidates are then matched against that table with `searchsorted`, so BLEU's clipped counts
-and CIDEr-D's tf-idf dot products both come from the same arrays, and the reference side can be built
-once and reused for many candidate batches (SCST rewards).
+5,000 images x 5 references that is about a million dict operations. Here every word gets an integer
+id, every n-gram of order k gets a dense id built from the id of its (k-1)-gram prefix and its last
+word (one sort per order over all sentences at once), and the per-reference counts live in one
+[rows, max_refs] matrix whose rows are distinct (image, n-gram) pairs. Candidates are matched against
+that table with `searchsorted`, so CIDEr-D's tf-idf dot products come from arrays, and the reference
+side can be built once and reused for many candidate batches (SCST rewards). (BLEU needs no document
+frequencies and no reusable reference side: `caption_bleu` counts with one sort per order instead.)
 
-Sentences are split on whitespace (`str.split()`), exactly as pycocoevalcap's BLEU and CIDEr do.
+Sentences are split on whitespace (`str.split()`), exactly as pycocoevalcap's CIDEr does.
 """
 
 from __future__ import annotations
@@ -25,8 +25,12 @@ def _sorted_with_order(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     low bits are sorted as one packed int64 array: `np.sort` is ~4x faster than `np.argsort` here."""
     bits = max(int(keys.size - 1).bit_length(), 1)
     if keys.size and int(keys.min()) >= 0 and int(keys.max()) < (1 << (62 - bits)):
-        packed = np.sort((keys << bits) | np.arange(keys.size, dtype=np.int64))
-        return packed >> bits, packed & ((1 << bits) - 1)
+        packed = np.left_shift(keys, bits)  # in place from here: fresh pages cost as much as the sort
+        packed |= np.arange(keys.size, dtype=np.int64)
+        packed.sort()
+        order = packed & ((1 << bits) - 1)
+        packed >>= bits
+        return packed, order
     order = np.argsort(keys)
     return keys[order], order
 
@@ -40,8 +44,10 @@ def _densify(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     new = np.empty(keys.size, dtype=bool)
     new[0] = True
     np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    rank = np.cumsum(new)
+    rank -= 1
     inverse = np.empty(keys.size, dtype=np.int64)
-    inverse[order] = np.cumsum(new) - 1
+    inverse[order] = rank
     return ordered[new], inverse
 
 
