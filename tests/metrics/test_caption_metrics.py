@@ -212,3 +212,33 @@ def test_meteor_runs_through_pycocoevalcap() -> None:
         pytest.skip(unavailable_reason("meteor"))
     out = evaluate_captions({1: "A dog runs on the grass."}, {1: ["A dog running on grass.", "The dog runs."]}, metrics=("meteor",))
     assert 0.0 < out["meteor"] < 1.0
+
+
+def _full_scan(caption: str) -> str:
+    """ptb_tokenize without its plain-caption shortcut: the regex scan for every caption."""
+    from vlp.metrics.caption_tokenize import PUNCTUATIONS, ptb_tokens
+
+    return " ".join(t for t in ptb_tokens(caption.replace("\n", " ")) if t not in PUNCTUATIONS)
+
+
+def test_plain_caption_shortcut_equals_the_full_scan(shared_data) -> None:
+    """The shortcut for letters/commas/final-period captions gives the full scan's tokens, on the real
+    COCO captions and on generated ones built to hit its edges (abbreviations, assimilations, a lone
+    letter before the period, commas without spaces, trailing spaces, upper case)."""
+    import json
+
+    from vlp.metrics.caption_tokenize import _plain_tokens
+
+    real = [a["caption"] for a in json.loads((shared_data / "coco-sample" / "captions.json").read_text())["annotations"]]
+    rng = random.Random(0)
+    pieces = WORDS + ["St", "etc", "Mr", "gonna", "cannot", "Wanna", "b", "U", "first", "no", "fig", "A", "DOG"]
+    generated = []
+    for _ in range(3000):
+        words = [rng.choice(pieces) for _ in range(rng.randint(0, 8))]
+        text = "".join(w + rng.choice([" ", " ", ",", ", ", " , "]) for w in words).rstrip(" ,")
+        generated.append(text + rng.choice(["", ".", ". ", " .", "..", ",", "  "]))
+    shortcut = 0
+    for caption in real + generated:
+        assert ptb_tokenize(caption) == _full_scan(caption), caption
+        shortcut += _plain_tokens(caption.lower()) is not None
+    assert shortcut > len(real)  # the shortcut really ran on most captions, not just the fallback

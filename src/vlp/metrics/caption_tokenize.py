@@ -98,9 +98,36 @@ def ptb_tokens(caption: str) -> list[str]:
     return tokens
 
 
+# Most captions are lower-case-able letters, spaces, commas and one final period. For those every
+# rule above reduces to "split on spaces and commas, drop the final period" unless a word is an
+# assimilation ("gonna") or the last word is an abbreviation ("st."), so they skip the regex scan:
+# 25,000 COCO-style captions tokenise ~5x faster (benchmarks/bench_caption_metrics.py, "PTB tokenize").
+_PLAIN = re.compile(r"[a-z ,]*(?:[a-z]\.)?[ ]*")
+_ABBREVIATION_SET = frozenset(_ABBREVIATIONS.split("|"))
+
+
+def _plain_tokens(text: str) -> list[str] | None:
+    """Tokens of a lower-cased caption made only of letters, spaces, commas and a final period,
+    or None when a rule beyond splitting could apply (then the full scan decides)."""
+    if _PLAIN.fullmatch(text) is None:
+        return None
+    words = text.replace(",", " ").split()
+    if words and words[-1].endswith("."):
+        if words[-1][:-1] in _ABBREVIATION_SET:
+            return None
+        words[-1] = words[-1][:-1]
+    if any(w in _ASSIMILATIONS for w in words):
+        return None
+    return words
+
+
 def ptb_tokenize(caption: str) -> str:
     """One caption as pycocoevalcap's PTBTokenizer returns it: lower-cased tokens without punctuation,
     joined by single spaces."""
+    if caption.isascii():
+        plain = _plain_tokens(caption.lower())
+        if plain is not None:
+            return " ".join(plain)
     return " ".join(t for t in ptb_tokens(caption.replace("\n", " ")) if t not in PUNCTUATIONS)
 
 
