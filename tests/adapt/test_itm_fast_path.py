@@ -12,7 +12,8 @@ import torch
 from vlp.adapt.retrieval import GalleryFeatures, itm_pair_scores, trim_padding
 from vlp.encoders import EncoderOutput
 from vlp.fusion import BLIPTextConfig, BLIPTextTransformer, CrossAttentionFusion, CrossAttentionFusionConfig
-from vlp.layers import LayerCache, SelfAttention, TransformerBlock
+from vlp.layers import CrossAttention, LayerCache, SelfAttention, TransformerBlock
+from vlp.layers.shared_context import shared_context_attention, worth_grouping
 from vlp.models import build_model, model_preset
 
 
@@ -51,20 +52,21 @@ FUSIONS = {
 }
 
 
+@pytest.mark.parametrize("pairs", [10, 40])  # 40 pairs of 3 images: attention stacked per image (worth_grouping)
 @pytest.mark.parametrize("masked_image", [False, True])
 @pytest.mark.parametrize("name", list(FUSIONS))
-def test_pool_with_shared_images_equals_per_pair_fusion(name: str, masked_image: bool) -> None:
+def test_pool_with_shared_images_equals_per_pair_fusion(name: str, masked_image: bool, pairs: int) -> None:
     torch.manual_seed(0)
     fusion = FUSIONS[name]().eval()
     generator = torch.Generator().manual_seed(1)
     image = _image(3, 7, 24, generator, masked_image)
-    text = _padded_text(10, 9, 32, generator)
-    index = torch.tensor([0, 0, 0, 2, 2, 1, 0, 2, 1, 1])  # unsorted, repeated: any pairing works
+    text = _padded_text(pairs, 9, 32, generator)
+    index = torch.tensor([0, 0, 0, 2, 2, 1, 0, 2, 1, 1]).repeat(pairs // 10)  # unsorted, repeated: any pairing works
     with torch.no_grad():
         old = _old_pooled(fusion, image, text, index)
         new = fusion.pool(image, text, mode="bidirectional", image_index=index)
         per_row = fusion.pool(image.select(index), text, mode="bidirectional")  # no index: row b with row b
-    assert new.shape == old.shape == (10, 32)
+    assert new.shape == old.shape == (pairs, 32)
     torch.testing.assert_close(new, old, atol=1e-5, rtol=0)
     torch.testing.assert_close(per_row, old, atol=1e-5, rtol=0)
     assert old.std(dim=0).mean() > 1e-3  # pooled states differ across pairs
@@ -124,11 +126,11 @@ def test_itm_pair_scores_equal_the_per_pair_path(family: str) -> None:
         _, image = model.image_pair_features(pixels, unimodal=False)
         _, text = model.text_pair_features(ids, mask, unimodal=False)
     features = GalleryFeatures(torch.arange(ni), [""] * nt, torch.arange(nt) // 3, image, text, None, None)
-    images = torch.randint(0, ni, (30,), generator=generator)  # random order: itm_pair_scores sorts
-    texts = torch.randint(0, nt, (30,), generator=generator)
+    images = torch.randint(0, ni, (40,), generator=generator)  # random order: itm_pair_scores sorts
+    texts = torch.randint(0, nt, (40,), generator=generator)
     with torch.no_grad():
         old = _old_pair_scores(model, features, images, texts, batch=7)
-    for batch in (1, 7, 64):
+    for batch in (1, 7, 64):  # 64: one batch, 40 pairs of <= 4 images, attention stacked per image
         new = itm_pair_scores(model, features, images, texts, batch_size=batch)
         torch.testing.assert_close(new, old, atol=1e-5, rtol=0)
     prob = itm_pair_scores(model, features, images, texts, batch_size=7, itm_score="prob")
@@ -175,3 +177,33 @@ def test_self_attention_queries_equal_the_full_output_rows() -> None:
         full = attn(x)
         first = attn(x, queries=x[:, :1])
     torch.testing.assert_close(first, full[:, :1], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("mask_shape", [None, (24, 1, 1, 6), (1, 1, 5, 6), (24, 1, 5, 6)])
+@pytest.mark.parametrize("ordered", [True, False])
+def test_shared_context_attention_equals_gathered_attention(mask_shape, ordered: bool) -> None:
+    generator = torch.Generator().manual_seed(7)
+    q = torch.randn(24, 2, 5, 8, generator=generator)
+    k, v = torch.randn(4, 2, 6, 8, generator=generator), torch.randn(4, 2, 6, 8, generator=generator)
+    index = torch.tensor([0, 0, 0, 2, 2, 3] * 4)  # context 1 unused: an empty group
+    if not ordered:
+        index = index[torch.randperm(24, generator=generator)]
+    mask = None if mask_shape is None else torch.rand(mask_shape, generator=generator) > 0.3
+    if mask is not None:
+        mask[..., 0] = True  # every query sees at least one key
+    reference = torch.nn.functional.scaled_dot_product_attention(q, k[index], v[index], attn_mask=mask)
+    torch.testing.assert_close(shared_context_attention(q, k, v, mask, index), reference, atol=1e-6, rtol=0)
+
+
+def test_cross_attention_context_index_paths_agree() -> None:
+    torch.manual_seed(8)
+    attn = CrossAttention(16, 4, context_dim=12).eval()
+    x, context = torch.randn(32, 3, 16), torch.randn(4, 5, 12)
+    few = torch.arange(32) % 2  # 2 contexts for 32 rows: stacked per context
+    many = torch.arange(32) % 4  # 4 contexts, 8 rows each: still stacked
+    assert worth_grouping(32, 2) and not worth_grouping(32, 5)
+    with torch.no_grad():
+        for index in (few, many, torch.arange(4).repeat_interleave(8)):
+            torch.testing.assert_close(attn(x, context, context_index=index), attn(x, context[index]), atol=1e-6, rtol=0)
+        rows_each = torch.arange(4)  # 4 rows, 4 contexts: gathered per row
+        torch.testing.assert_close(attn(x[:4], context, context_index=rows_each), attn(x[:4], context), atol=1e-6, rtol=0)

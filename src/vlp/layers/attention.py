@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlp.layers.cache import LayerCache
+from vlp.layers.shared_context import shared_context_attention, worth_grouping
 
 
 class SelfAttention(nn.Module):
@@ -95,6 +96,10 @@ class CrossAttention(nn.Module):
             if context is None:
                 raise ValueError("cross-attention needs a context sequence (or a cache that holds its keys)")
             k, v = self.kv(context).view(context.shape[0], context.shape[1], 2, heads, head_dim).permute(2, 0, 3, 1, 4)
+            if context_index is not None and cache is None and worth_grouping(batch, k.shape[0]):
+                dropout = self.dropout if self.training else 0.0
+                out = shared_context_attention(q, k, v, attn_mask, context_index, dropout)
+                return self.proj(out.transpose(1, 2).reshape(batch, length, dim))
             if context_index is not None:  # [U, H, N, d] -> [B, H, N, d]: a copy, far cheaper than the projection
                 k, v = k.index_select(0, context_index), v.index_select(0, context_index)
             if cache is not None:
