@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
-import time
 from collections.abc import Callable
 from unittest import mock
 
@@ -42,7 +41,7 @@ import torch
 import vlp.adapt.retrieval as retrieval
 import vlp.layers.attention as attention
 from bench_fusion_step import PeerBLIP, vlp_config
-from harness import interleaved
+from harness import interleaved, timed_rounds
 from machine import load_average
 from vlp.adapt.retrieval import GalleryFeatures, itm_pair_scores, itm_rerank
 from vlp.fusion import BLIPTextTransformer
@@ -108,17 +107,10 @@ def ablation_steps(run: Callable[[], object]) -> dict[str, Callable[[], None]]:
 
 
 def interleaved_seconds(steps: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each step, one call of each per round, order alternating (after a warm-up)."""
+    """Median seconds of each step after one warm-up call each (`harness.timed_rounds`: interleaved)."""
     for step in steps.values():
         step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    names = list(steps)
-    for round_index in range(repeats):
-        for name in names if round_index % 2 == 0 else reversed(names):
-            start = time.perf_counter()
-            steps[name]()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return {name: statistics.median(t) for name, t in timed_rounds(steps, repeats).items()}  # type: ignore[arg-type]
 
 
 @torch.no_grad()
