@@ -7,8 +7,9 @@ test: 5,000 x 25,000 = 125 M). ALBEF instead
    fusion reads (image tokens [Ni, N, D], text features [Nt, L, D]) and the ITC embeddings;
 2. ranks with ITC similarities and keeps each query's top k in both directions;
 3. scores only those pairs with the ITM head, fusing the cached features in batches of pairs
-   (pairs are sorted image-major, so one call holds many captions of each image; a pair asked
-   for by both directions is fused once);
+   (pairs are sorted image-major, so one call holds many captions of each image, whose
+   cross-attention keys/values are projected once; only the pooled state the head reads is
+   computed; a pair asked for by both directions is fused once);
 4. orders each query's list by the ITM score. Everything outside the list stays below it (in ITC
    order, `vlp.metrics.retrieval.candidate_ranks`): re-ranking only permutes the top k.
 
