@@ -101,6 +101,12 @@ def interleaved(steps: dict[str, Step], warmup: int, repeats: int, dtype: str | 
     flops = {name: count_flops(step) for name, step in steps.items()}
     if probe_flops is not None:
         flops[PEAK] = probe_flops
+    times = timed_rounds(steps, repeats)
+    return {name: Measured(statistics.median(t), _quantile_spread(t), flops[name]) for name, t in times.items()}
+
+
+def timed_rounds(steps: dict[str, Step], repeats: int) -> dict[str, list[float]]:
+    """Seconds of each step over `repeats` rounds of one call each, the order alternating per round."""
     times: dict[str, list[float]] = {name: [] for name in steps}
     names = list(steps)
     for round_index in range(repeats):
@@ -108,7 +114,7 @@ def interleaved(steps: dict[str, Step], warmup: int, repeats: int, dtype: str | 
             start = time.perf_counter()
             steps[name]()
             times[name].append(time.perf_counter() - start)
-    return {name: Measured(statistics.median(t), _quantile_spread(t), flops[name]) for name, t in times.items()}
+    return times
 
 
 def peak_rss_mb() -> float:

@@ -7,8 +7,9 @@ test: 5,000 x 25,000 = 125 M). ALBEF instead
    fusion reads (image tokens [Ni, N, D], text features [Nt, L, D]) and the ITC embeddings;
 2. ranks with ITC similarities and keeps each query's top k in both directions;
 3. scores only those pairs with the ITM head, fusing the cached features in batches of pairs
-   (pairs are sorted image-major, so one call holds many captions of each image; a pair asked
-   for by both directions is fused once);
+   (pairs are sorted image-major, so one call holds many captions of each image, whose
+   cross-attention keys/values are projected once; only the pooled state the head reads is
+   computed; a pair asked for by both directions is fused once);
 4. orders each query's list by the ITM score. Everything outside the list stays below it (in ITC
    order, `vlp.metrics.retrieval.candidate_ranks`): re-ranking only permutes the top k.
 
@@ -164,6 +165,21 @@ def _fusion_inputs(model: ImageTextModel, features: GalleryFeatures) -> tuple[En
     return features.image_for_fusion, features.text_for_fusion
 
 
+def trim_padding(text: EncoderOutput) -> EncoderOutput:
+    """``text`` without its trailing columns that are padding in every row.
+
+    A gallery pads every caption to one length; a batch of pairs needs only its longest caption.
+    Padded positions are masked keys whose own outputs nothing reads (pooling takes [CLS] or the
+    last real token), so dropping them changes no score, only the work."""
+    if text.mask is None:
+        return text
+    real = text.mask.bool().any(dim=0).nonzero()
+    length = int(real.max()) + 1 if real.numel() else 1
+    if length == text.tokens.shape[1]:
+        return text
+    return EncoderOutput(tokens=text.tokens[:, :length], pooled=text.pooled, mask=text.mask[:, :length])
+
+
 @torch.no_grad()
 def itm_pair_scores(
     model: ImageTextModel,
@@ -174,24 +190,30 @@ def itm_pair_scores(
     itm_score: ItmScore = "logit",
 ) -> torch.Tensor:
     """ITM score [P] of the pairs (image row ``image_index[p]``, caption ``text_index[p]``), fused
-    ``batch_size`` pairs per call from the cached features."""
+    ``batch_size`` pairs per call from the cached features.
+
+    Pairs are taken in image order, so a batch holds few distinct images (re-ranking asks for
+    many captions per image); each batch carries every distinct image once (`ImageTextModel.pool`
+    projects its keys/values once, not once per pair), only its longest caption's columns, and
+    computes only the pooled state the ITM head reads. Scores equal `fuse` + `itm_logits` per pair."""
     if itm_score not in ("logit", "prob"):
         raise ValueError(f"itm_score must be 'logit' or 'prob', got {itm_score!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if image_index.shape != text_index.shape or image_index.ndim != 1:
+        raise ValueError(f"image_index and text_index must be two [P] tensors, got {tuple(image_index.shape)} and {tuple(text_index.shape)}")
     image_in, text_in = _fusion_inputs(model, features)
     device = image_in.tokens.device
     image_index, text_index = image_index.to(device), text_index.to(device)
-    scores = []
+    order = torch.argsort(image_index, stable=True)
+    scores = torch.empty(image_index.shape[0], device=device)
     for start in range(0, image_index.shape[0], batch_size):
-        fused = model.fuse(
-            image_in.select(image_index[start : start + batch_size]),
-            text_in.select(text_index[start : start + batch_size]),
-            mode="bidirectional",
-        )
-        logits = model.itm_logits(fused).float()
-        scores.append(logits[:, 1] if itm_score == "logit" else logits.softmax(dim=-1)[:, 1])
-    return torch.cat(scores) if scores else torch.zeros(0, device=device)
+        batch = order[start : start + batch_size]
+        images, pair_image = torch.unique(image_index[batch], return_inverse=True)
+        text = trim_padding(text_in.select(text_index[batch]))
+        logits = model.itm_pair_logits(image_in.select(images), text, pair_image).float()
+        scores[batch] = logits[:, 1] if itm_score == "logit" else logits.softmax(dim=-1)[:, 1]
+    return scores
 
 
 def itm_score_matrix(model: ImageTextModel, features: GalleryFeatures, batch_size: int = 256, itm_score: ItmScore = "logit") -> torch.Tensor:
@@ -278,4 +300,5 @@ __all__ = [
     "itm_rerank",
     "itm_score_matrix",
     "rerank_candidates",
+    "trim_padding",
 ]

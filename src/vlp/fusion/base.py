@@ -82,6 +82,24 @@ class Fusion(nn.Module):
         real cached position and each other causally, and ``image`` may be None."""
         raise NotImplementedError
 
+    def pool(
+        self, image: EncoderOutput, text: EncoderOutput, mode: AttentionMode | None = None,
+        image_index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Only the pooled joint state [B, D] (all an ITM or VQA head reads) of text row b fused
+        with image row ``image_index[b]`` (row b when None).
+
+        ``image`` may thus hold each distinct image once ([U, N, D]) for a batch of B pairs (one
+        image, many captions). This default selects the rows and runs `forward`; fusions that can
+        skip work the pooled state does not need override it (BLIP and ALBEF-style fusions project
+        each image's keys/values once and run their last layer's query side on the pooled row)."""
+        if image_index is not None:
+            image = image.select(image_index)
+        pooled = self(image, text, mode=mode).pooled
+        if pooled is None:
+            raise ValueError(f"fusion {self.kind!r} gives no pooled state")
+        return pooled  # type: ignore[no-any-return]
+
     def resolve_mode(self, mode: AttentionMode | None, prefix_length: torch.Tensor | int | None) -> AttentionMode:
         """``mode`` or the default, checked against what this architecture supports."""
         mode = self.default_mode if mode is None else mode
@@ -154,10 +172,23 @@ def select_position(tokens: torch.Tensor, mask: torch.Tensor | None, position: P
     """
     if position == "first":
         return tokens[:, 0]
+    return tokens[torch.arange(tokens.shape[0], device=tokens.device), pool_index(mask, tokens.shape[0], tokens.shape[1], position, tokens.device)]
+
+
+def pool_index(mask: torch.Tensor | None, batch: int, length: int, position: PoolPosition, device: torch.device) -> torch.Tensor:
+    """[B] long: the position `select_position` reads (0, or the largest real index for "last")."""
+    if position == "first":
+        return torch.zeros(batch, dtype=torch.long, device=device)
     if mask is None:
-        return tokens[:, -1]
-    index = (mask.bool().long() * torch.arange(1, tokens.shape[1] + 1, device=tokens.device)).argmax(dim=1)
-    return tokens[torch.arange(tokens.shape[0], device=tokens.device), index]
+        return torch.full((batch,), length - 1, dtype=torch.long, device=device)
+    return (mask.bool().long() * torch.arange(1, length + 1, device=device)).argmax(dim=1)
+
+
+def image_key_mask(image: EncoderOutput, image_index: torch.Tensor | None) -> torch.Tensor | None:
+    """`key_mask` of the image rows each sample reads ([B, 1, 1, N] or None)."""
+    if image.mask is None or image_index is None:
+        return key_mask(image.mask)
+    return key_mask(image.mask.index_select(0, image_index))
 
 
 def run_layers(

@@ -25,14 +25,14 @@ from vlp.fusion.base import (
     FusionOutput,
     check_stack,
     cross_decoding_inputs,
+    image_key_mask,
     init_weights,
     input_projection,
-    key_mask,
     resolve_width,
     run_layers,
     text_self_mask,
 )
-from vlp.layers import MLP, CrossAttention, KVCache, LayerCache, SelfAttention
+from vlp.layers import MLP, CrossAttention, KVCache, LayerCache, SelfAttention, take_mask_rows, take_rows
 
 
 @dataclass
@@ -70,15 +70,20 @@ class BLIPLayer(nn.Module):
     def forward(
         self, x: torch.Tensor, self_mask: torch.Tensor, decoder: bool,
         context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
-        cache: LayerCache | None = None,
+        cache: LayerCache | None = None, context_index: torch.Tensor | None = None,
+        rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``cache`` (decoder only): incremental decoding; the image keys come from it once filled."""
-        if decoder:
-            x = self.decoder_norm1(x + self.decoder_attn(x, self_mask, cache))
+        """``cache`` (decoder only): incremental decoding; the image keys come from it once filled.
+        ``context_index`` and ``rows``: see `vlp.layers.TransformerBlock` (pairs sharing an image;
+        only some positions' outputs wanted)."""
+        attn, norm = (self.decoder_attn, self.decoder_norm1) if decoder else (self.attn, self.norm1)
+        if rows is None:
+            x = norm(x + attn(x, self_mask, cache if decoder else None))
         else:
-            x = self.norm1(x + self.attn(x, self_mask))
+            picked = take_rows(x, rows)
+            x = norm(picked + attn(x, take_mask_rows(self_mask, rows), queries=picked))
         if context is not None or (cache is not None and cache.cross_key is not None):
-            x = self.norm_cross(x + self.cross_attn(x, context, context_mask, cache))
+            x = self.norm_cross(x + self.cross_attn(x, context, context_mask, cache, context_index))
         return self.norm2(x + self.mlp(x))
 
 
@@ -98,12 +103,17 @@ class BLIPTextTransformer(Fusion):
         self.grad_checkpointing = False
         init_weights(self)
 
-    def _run(self, text: EncoderOutput, decoder: bool, mask: torch.Tensor, image: EncoderOutput | None) -> torch.Tensor:
+    def _run(
+        self, text: EncoderOutput, decoder: bool, mask: torch.Tensor, image: EncoderOutput | None,
+        image_index: torch.Tensor | None = None, rows: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``rows``: positions wanted from the last layer (earlier layers compute every position)."""
         context = None if image is None else self.image_proj(image.tokens)
-        context_mask = None if image is None else key_mask(image.mask)
+        context_mask = None if image is None else image_key_mask(image, image_index)
+        last = self.layers[-1]
         return run_layers(
             self.layers, self.text_proj(text.tokens), self.grad_checkpointing,
-            lambda layer, h: layer(h, mask, decoder, context, context_mask),
+            lambda layer, h: layer(h, mask, decoder, context, context_mask, None, image_index, rows if layer is last else None),
         )
 
     def encode_text(self, text: EncoderOutput) -> EncoderOutput:
@@ -127,6 +137,18 @@ class BLIPTextTransformer(Fusion):
         mask = text_self_mask(mode, text.tokens.shape[1], text.mask, prefix_length, text.tokens.device)
         x = self._run(text, decoder=mode == "causal", mask=mask, image=image)
         return FusionOutput(text_tokens=x, image_tokens=None, pooled=x[:, 0])
+
+    def pool(
+        self, image: EncoderOutput, text: EncoderOutput, mode: AttentionMode | None = None,
+        image_index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`Fusion.pool` ([CLS] state): each distinct image's keys/values projected once per layer,
+        and the last layer's query side (self-attention queries, cross-attention, FFN) on [CLS] only."""
+        mode = self.resolve_mode(mode, None)
+        t = text.tokens
+        mask = text_self_mask(mode, t.shape[1], text.mask, None, t.device)
+        rows = torch.zeros(t.shape[0], 1, dtype=torch.long, device=t.device)
+        return self._run(text, decoder=mode == "causal", mask=mask, image=image, image_index=image_index, rows=rows)[:, 0]
 
     def _decode_cached(
         self, image: EncoderOutput | None, text: EncoderOutput, mode: AttentionMode | None,

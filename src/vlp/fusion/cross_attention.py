@@ -26,9 +26,10 @@ from vlp.fusion.base import (
     FusionOutput,
     PoolPosition,
     Pooler,
+    image_key_mask,
     init_weights,
     input_projection,
-    key_mask,
+    pool_index,
     resolve_width,
     select_position,
     text_self_mask,
@@ -89,10 +90,27 @@ class CrossAttentionFusion(Fusion):
         mode: AttentionMode | None = None,
         prefix_length: torch.Tensor | None = None,
     ) -> FusionOutput:
-        mode = self.resolve_mode(mode, prefix_length)
-        t = self.text_proj(text.tokens)  # [B, L, D]
-        v = self.image_proj(image.tokens)  # [B, N, D]
-        mask = text_self_mask(mode, t.shape[1], text.mask, prefix_length, t.device)
-        x = self.norm(self.blocks(t, attn_mask=mask, context=v, context_mask=key_mask(image.mask)))
+        x = self._run(image, text, self.resolve_mode(mode, prefix_length), prefix_length)
         pooled = self.pooler(select_position(x, text.mask, self.cfg.pool))
         return FusionOutput(text_tokens=x, image_tokens=None, pooled=pooled)
+
+    def pool(
+        self, image: EncoderOutput, text: EncoderOutput, mode: AttentionMode | None = None,
+        image_index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`Fusion.pool`: each distinct image's keys/values projected once per block, and the last
+        block's query side (self-attention queries, cross-attention, MLP) run on the pooled row only."""
+        t = text.tokens
+        rows = pool_index(text.mask, t.shape[0], t.shape[1], self.cfg.pool, t.device)[:, None]
+        x = self._run(image, text, self.resolve_mode(mode, None), None, image_index, rows)  # [B, 1, D]
+        return self.pooler(x[:, 0])  # type: ignore[no-any-return]
+
+    def _run(
+        self, image: EncoderOutput, text: EncoderOutput, mode: AttentionMode, prefix_length: torch.Tensor | None,
+        image_index: torch.Tensor | None = None, rows: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        t = self.text_proj(text.tokens)  # [B, L, D]
+        v = self.image_proj(image.tokens)  # [B or U, N, D]
+        mask = text_self_mask(mode, t.shape[1], text.mask, prefix_length, t.device)
+        context_mask = image_key_mask(image, image_index)
+        return self.norm(self.blocks(t, attn_mask=mask, context=v, context_mask=context_mask, context_index=image_index, rows=rows))  # type: ignore[no-any-return]

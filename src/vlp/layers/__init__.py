@@ -3,7 +3,7 @@
 from vlp.layers.attention import CrossAttention, SelfAttention
 from vlp.layers.cache import KVCache, LayerCache
 from vlp.layers.masks import causal_mask, combine, padding_mask, seq2seq_mask
-from vlp.layers.transformer import MLP, Transformer, TransformerBlock
+from vlp.layers.transformer import MLP, Transformer, TransformerBlock, take_mask_rows, take_rows
 
 __all__ = [
     "MLP",
@@ -17,4 +17,6 @@ __all__ = [
     "combine",
     "padding_mask",
     "seq2seq_mask",
+    "take_mask_rows",
+    "take_rows",
 ]

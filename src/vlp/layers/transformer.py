@@ -17,6 +17,20 @@ from vlp.layers.attention import CrossAttention, SelfAttention
 from vlp.layers.cache import LayerCache
 
 
+def take_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """[B, L, ...] -> [B, R, ...]: positions ``rows`` [B, R] (long) of each sample."""
+    index = rows.reshape(rows.shape + (1,) * (x.ndim - 2))
+    return torch.take_along_dim(x, index, dim=1)
+
+
+def take_mask_rows(mask: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor | None:
+    """Query rows ``rows`` [B, R] of an attention mask [B|1, 1, Lq, Lk] -> [B, 1, R, Lk]."""
+    if mask is None:
+        return None
+    full = mask.expand(rows.shape[0], -1, -1, -1)
+    return torch.take_along_dim(full, rows[:, None, :, None], dim=2)
+
+
 class MLP(nn.Module):
     """Two-layer feed-forward network (names `fc1`/`fc2` as in timm)."""
 
@@ -74,16 +88,35 @@ class TransformerBlock(nn.Module):
         context: torch.Tensor | None = None,
         context_mask: torch.Tensor | None = None,
         cache: LayerCache | None = None,
+        context_index: torch.Tensor | None = None,
+        rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``cache`` (incremental decoding): see `vlp.layers.cache`; ``context`` may be None once cached."""
-        x = self._sublayer(x, self.norm1, lambda h: self.attn(h, attn_mask, cache))
+        """``cache`` (incremental decoding): see `vlp.layers.cache`; ``context`` may be None once cached.
+        ``context_index`` [B]: the ``context`` row ([U, N, C]) each sample reads (see `CrossAttention`).
+        ``rows`` [B, R]: compute only these positions' outputs ([B, R, D]); every position still
+        gives keys and values to the self-attention (a pooled read-out in the last block)."""
+        if rows is None:
+            x = self._sublayer(x, self.norm1, lambda h: self.attn(h, attn_mask, cache))
+        else:
+            if cache is not None:
+                raise ValueError("rows and cache cannot be combined (incremental decoding computes every new position)")
+            x = self._row_attention(x, take_mask_rows(attn_mask, rows), rows)
         if self.cross_attn is not None:
             if context is None and (cache is None or cache.cross_key is None):
                 raise ValueError("this block has cross-attention and needs a context sequence")
             assert self.norm_cross is not None
             cross = self.cross_attn
-            x = self._sublayer(x, self.norm_cross, lambda h: cross(h, context, context_mask, cache))
+            x = self._sublayer(x, self.norm_cross, lambda h: cross(h, context, context_mask, cache, context_index))
         return self._sublayer(x, self.norm2, self.mlp)
+
+    def _row_attention(self, x: torch.Tensor, mask: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor:
+        """The self-attention sub-layer at positions ``rows`` only: `_sublayer` with queries and
+        residual taken at those rows (LayerNorm is per position, so norm-then-take = take-then-norm)."""
+        if self.norm_first:
+            h = self.norm1(x)
+            return take_rows(x, rows) + self.drop(self.attn(h, mask, queries=take_rows(h, rows)))
+        picked = take_rows(x, rows)
+        return self.norm1(picked + self.drop(self.attn(x, mask, queries=picked)))
 
 
 class Transformer(nn.Module):
@@ -101,15 +134,22 @@ class Transformer(nn.Module):
         context: torch.Tensor | None = None,
         context_mask: torch.Tensor | None = None,
         caches: list[LayerCache] | None = None,
+        context_index: torch.Tensor | None = None,
+        rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``caches``: one `LayerCache` per block for incremental decoding (never checkpointed)."""
+        """``caches``: one `LayerCache` per block for incremental decoding (never checkpointed).
+        ``context_index``: see `TransformerBlock`. ``rows`` [B, R]: the positions the caller reads;
+        only the last block narrows to them (earlier blocks feed keys and values of every position),
+        so the output is [B, R, D]."""
         if caches is not None:
             for block, cache in zip(self.blocks, caches, strict=True):
-                x = block(x, attn_mask, context, context_mask, cache)
+                x = block(x, attn_mask, context, context_mask, cache, context_index)
             return x
-        for block in self.blocks:
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            block_rows = rows if i == last else None
             if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, attn_mask, context, context_mask, use_reentrant=False)
+                x = checkpoint(block, x, attn_mask, context, context_mask, None, context_index, block_rows, use_reentrant=False)
             else:
-                x = block(x, attn_mask, context, context_mask)
+                x = block(x, attn_mask, context, context_mask, None, context_index, block_rows)
         return x

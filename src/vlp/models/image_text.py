@@ -285,6 +285,21 @@ class ImageTextModel(nn.Module):
             raise ValueError("this model has no fusion module (a dual encoder)")
         return self.fusion(image, text, mode=mode, prefix_length=prefix_length)
 
+    def pool(self, image: EncoderOutput, text: EncoderOutput, mode: str | None = None, image_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Only the fusion's pooled state [B, D] (see `Fusion.pool`): what `fuse(...).pooled` gives,
+        without the work no pooled read-out needs. ``image_index`` [B] pairs text row b with image
+        row ``image_index[b]``, so ``image`` can hold each distinct image of a batch of pairs once."""
+        if self.fusion is None:
+            raise ValueError("this model has no fusion module (a dual encoder)")
+        return self.fusion.pool(image, text, mode=mode, image_index=image_index)  # type: ignore[arg-type]
+
+    def itm_pair_logits(self, image: EncoderOutput, text: EncoderOutput, image_index: torch.Tensor | None = None) -> torch.Tensor:
+        """ITM logits [B, 2] of (image row ``image_index[b]``, text row b): `pool` + the ITM head,
+        equal to ``itm_logits(fuse(image.select(image_index), text, "bidirectional"))``."""
+        if self.itm_head is None:
+            raise ValueError("this model has no ITM head")
+        return self.itm_head(self.pool(image, text, "bidirectional", image_index))  # type: ignore[no-any-return]
+
     def decode(
         self,
         image: EncoderOutput | None,
