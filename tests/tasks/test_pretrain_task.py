@@ -118,3 +118,22 @@ def test_lm_and_mlm_losses_over_target_rows_equal_the_full_logits_losses() -> No
     predicted = data.mlm_labels != -100
     expected = 0.6 * token_prediction_loss(logits[0], data.mlm_labels) + 0.4 * distillation_loss(logits[0], logits[1], mask=predicted)
     torch.testing.assert_close(task(data).losses["mlm_loss"], expected.detach())
+
+
+def test_mlm_without_distillation_takes_the_fused_loss_and_matches_full_logits() -> None:
+    from vlp.objectives import token_prediction_loss
+
+    data = batch()
+    torch.manual_seed(0)
+    task = PretrainTask(tiny("albef_tiny"), ObjectivesConfig(itc=0, mlm=1))
+    model = task.model
+    feats = model.pair_features(data.image_input, data.mlm_input_ids, data.attention_mask, unimodal=False)
+    logits = model.mlm_logits(model.fuse(feats.image_for_fusion, model.text_for_fusion(data.mlm_input_ids, data.attention_mask), mode="bidirectional"))
+    expected = token_prediction_loss(logits, data.mlm_labels)
+    out = task(data)
+    torch.testing.assert_close(out.losses["mlm_loss"], expected.detach())
+    out.loss.backward()
+    expected_grads = torch.autograd.grad(expected, [p for p in model.parameters() if p.requires_grad], allow_unused=True)
+    for (name, param), ref in zip(((n, p) for n, p in model.named_parameters() if p.requires_grad), expected_grads, strict=True):
+        if ref is not None:
+            torch.testing.assert_close(param.grad, ref, msg=name)

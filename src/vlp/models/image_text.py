@@ -345,6 +345,18 @@ class ImageTextModel(nn.Module):
             raise ValueError("this model has no LM head")
         return self.lm_head(_select_rows(decoded.text_tokens, rows))
 
+    def lm_projection_inputs(self, decoded: FusionOutput, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``lm_logits(decoded, rows)`` before its last linear map: (hidden [n, D], weight [V, D], bias [V])."""
+        if self.lm_head is None or decoded.text_tokens is None:
+            raise ValueError("this model has no LM head")
+        return self.lm_head.projection_inputs(_select_rows(decoded.text_tokens, rows))
+
+    def mlm_projection_inputs(self, fused: FusionOutput, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``mlm_logits(fused, rows)`` before its last linear map: (hidden [n, D], weight [V, D], bias [V])."""
+        if self.mlm_head is None or fused.text_tokens is None:
+            raise ValueError("this model has no MLM head")
+        return self.mlm_head.projection_inputs(_select_rows(fused.text_tokens, rows))
+
     def forward(self, image: ImageInput, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> ModelOutput:
         """Dual-encoder forward (ITC embeddings); multimodal paths are the methods above."""
         if not self.cfg.contrastive:

@@ -19,6 +19,7 @@ from vlp.objectives.itc import (
     soft_cross_entropy,
 )
 from vlp.objectives.itm import HardNegatives, ITMLoss, build_itm_pairs, itm_loss, sample_hard_negatives
+from vlp.objectives.linear_ce import linear_cross_entropy
 from vlp.objectives.lm import LMLoss, lm_labels, lm_loss, lm_targets, prefix_lm_attention_mask, prefix_lm_loss, sample_prefix_split
 from vlp.objectives.mix import pick_objective
 from vlp.objectives.mlm import TokenPredictionLoss, labelled_positions, seq2seq_attention_mask, token_prediction_loss
@@ -49,6 +50,7 @@ __all__ = [
     "itc_targets",
     "itm_loss",
     "labelled_positions",
+    "linear_cross_entropy",
     "lm_labels",
     "lm_loss",
     "lm_targets",

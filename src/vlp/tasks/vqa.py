@@ -23,8 +23,8 @@ from vlp.data.vqa import VQABatch, join_question_answer
 from vlp.fusion import Fusion
 from vlp.heads import VQAHead
 from vlp.models import ImageTextModel
+from vlp.objectives.linear_ce import linear_cross_entropy
 from vlp.objectives.lm import lm_targets
-from vlp.objectives.mlm import token_prediction_loss
 from vlp.objectives.vqa import vqa_soft_loss
 from vlp.tasks.base import LossOutput, Task
 
@@ -100,5 +100,5 @@ class VQAGenerativeTask(Task):
         image = model.pair_features(batch.image_input, batch.input_ids, batch.attention_mask, unimodal=False).image_for_fusion
         decoded = model.decode(image, ids, mask, mode=self.mode, prefix_length=prefix if self.mode == "seq2seq" else None)
         rows, labels = lm_targets(ids, mask, prefix)  # only the answer tokens are projected to the vocabulary
-        loss = token_prediction_loss(model.lm_logits(decoded, rows), labels, self.label_smoothing)
+        loss = linear_cross_entropy(*model.lm_projection_inputs(decoded, rows), labels, self.label_smoothing)
         return LossOutput(loss=loss, losses={"vqa_lm_loss": loss.detach()})
