@@ -38,7 +38,7 @@ from harness import (
 from machine import load_average
 from vlp.data.batch import Batch
 from vlp.models import ModelConfig, build_model, model_preset
-from vlp.objectives import build_itm_pairs, sample_hard_negatives
+from vlp.objectives import build_itm_pairs, lm_targets, sample_hard_negatives
 from vlp.tasks.pretrain import ObjectivesConfig, PretrainTask
 from vlp.train.optim import parameter_groups
 
@@ -144,12 +144,16 @@ def build_steps(model: str, size: str, dtype: str, which: tuple[str, ...] = ("vl
     return steps, counts, batch
 
 
-def lm_head_rows(model: str, size: str) -> tuple[int, int]:
-    """(vlp, transformers) rows the LM head projects per sample: GIT's peer also projects image tokens."""
+def lm_head_rows(model: str, size: str) -> tuple[float, int]:
+    """(vlp, transformers) rows the LM head projects per sample of the benchmark batch: vlp only the
+    positions with a next-token target (`lm_targets`), the peer every text position and, for GIT,
+    the image tokens too."""
     cfg = vlp_config(model, size)
     length = cfg.text_encoder.max_length
+    batch = random_batch(BATCH[size], length, VOCAB, cfg.image_encoder.image_size)
+    ours = lm_targets(batch.input_ids, batch.attention_mask)[1].numel() / len(batch)
     image_tokens = (cfg.image_encoder.image_size // cfg.image_encoder.patch_size) ** 2 + 1
-    return length, length + image_tokens if model == "git" else length
+    return ours, length + image_tokens if model == "git" else length
 
 
 def timing_worker(args: argparse.Namespace) -> dict:
@@ -174,7 +178,7 @@ def main() -> None:
 
     machine, peak = banner(args, "transformers")
     print("fusion train step (fwd + bwd + AdamW): blip = ITC + ITM + LM, git = LM; median of interleaved steps")
-    print(f"{'model':<6}{'size':<6}{'dtype':<6}{PAIR_HEADER}{'LM rows':>10}  load")
+    print(f"{'model':<6}{'size':<6}{'dtype':<6}{PAIR_HEADER}{'LM rows':>11}  load")
     for model in args.models.split(","):
         for size in args.sizes.split(","):
             for dtype in args.dtypes.split(","):
@@ -185,11 +189,11 @@ def main() -> None:
                 result, memory = compare_in_subprocesses(__file__, ("vlp", "transformers"), ["--model", model, *worker_args(args, size, dtype)])
                 cells, records = pair_cells(result, memory, ("vlp", "transformers"))
                 rows = lm_head_rows(model, size)
-                print(f"{model:<6}{size:<6}{dtype:<6}{cells}{rows[0]:>5}/{rows[1]:<4}  {load}", flush=True)
+                print(f"{model:<6}{size:<6}{dtype:<6}{cells}{rows[0]:>6.1f}/{rows[1]:<4}  {load}", flush=True)
                 common = {"benchmark": f"train_step_{model}", "size": size, "dtype": dtype, "threads": args.threads, "load": load, "machine": machine}
                 append_jsonl(args.json, [{**common, **r} for r in records])
     print(PAIR_LEGEND)
-    print("LM rows = positions per sample the LM head projects, vlp/peer (GIT's peer projects the image tokens too)")
+    print("LM rows = positions per sample the LM head projects, vlp/peer (vlp: those with a target; GIT's peer: image tokens too)")
 
 if __name__ == "__main__":
     main()

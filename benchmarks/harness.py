@@ -7,7 +7,8 @@ harness. The rules it enforces:
   * warm-up steps first (allocator, thread pool, AdamW state creation) and the median of the timed
     steps, not the mean (one descheduled step would dominate a mean);
   * FLOPs counted once per step by `torch.utils.flop_counter.FlopCounterMode` (matmuls, convs,
-    attention: forward and backward), so MFU does not depend on a hand-written formula;
+    attention: forward and backward; SDPA on its math backend while counting, see `count_flops`),
+    so MFU does not depend on a hand-written formula;
   * peak memory from `ru_maxrss` of a *fresh* subprocess per (implementation, configuration): a
     process's max RSS never goes down, so measuring two models in one process would hide the smaller.
 """
@@ -27,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.profiler import record_function
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -71,7 +73,11 @@ def adamw(params_with_groups: list[dict], lr: float = 1e-4) -> torch.optim.AdamW
 
 
 def count_flops(step: Step) -> float:
-    with FlopCounterMode(display=False) as counter:
+    """FLOPs of one step. SDPA runs on its math backend while counting: FlopCounterMode has no
+    formula for the CPU flash kernel (it counted 0 attention FLOPs there), while an explicit
+    attention (vlp's short-sequence CPU path, transformers' eager BLIP) is counted as bmm -- so
+    without this the two sides of a table would count different work."""
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         step()
     return float(counter.get_total_flops())
 

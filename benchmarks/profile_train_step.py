@@ -1,12 +1,12 @@
-"""Where a CLIP training step's time goes: torch.profiler over vlp's and open_clip's step, same batch.
+"""Where a training step's time goes: torch.profiler over vlp's and the peer's step, same batch.
 
-Profiles a few steps of each implementation built by bench_train_step.py (same architecture,
-optimiser and batch) and prints, per implementation, the self CPU time grouped into categories
+Profiles a few steps of each implementation built by bench_train_step.py (CLIP vs open_clip) or
+bench_fusion_step.py (BLIP / GIT vs transformers) -- same architecture, optimiser and batch -- and prints, per implementation, the self CPU time grouped into categories
 (matmul, attention, layernorm, softmax/loss, elementwise, optimizer, copies/reshapes, embedding,
 other) and the top operators with their input shapes. Comparing the two side by side says *which*
 ops make the difference, which a single total cannot.
 
-    .venv/bin/python benchmarks/profile_train_step.py [--size small] [--steps 3] [--top 15]
+    .venv/bin/python benchmarks/profile_train_step.py [--model clip|blip|git] [--size small] [--steps 3] [--top 15]
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from collections import defaultdict
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from bench_train_step import build_steps
+import bench_fusion_step
+import bench_train_step
 
 # First matching substring (case-insensitive) wins; names are aten ops and autograd nodes (backward).
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
@@ -106,6 +107,7 @@ def summarise(prof: torch.profiler.profile, steps: int) -> tuple[float, dict[str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="clip", choices=["clip", "blip", "git"])
     parser.add_argument("--size", default="small")
     parser.add_argument("--dtype", default="fp32")
     parser.add_argument("--steps", type=int, default=3)
@@ -114,7 +116,10 @@ def main() -> None:
     parser.add_argument("--trace", help="write vlp's Chrome trace here (open in chrome://tracing or Perfetto)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    steps, _, batch = build_steps(args.size, args.dtype)
+    if args.model == "clip":
+        steps, _, batch = bench_train_step.build_steps(args.size, args.dtype)
+    else:
+        steps, _, batch = bench_fusion_step.build_steps(args.model, args.size, args.dtype)
     summaries = {}
     for name, step in steps.items():
         prof = profile_step(step, args.steps)

@@ -116,3 +116,24 @@ def test_hf_without_transformers_says_how_to_install(monkeypatch: pytest.MonkeyP
     monkeypatch.setitem(sys.modules, "transformers", None)  # makes `import transformers` raise ImportError
     with pytest.raises(ImportError, match="pip install transformers"):
         build_text_encoder(HFTextConfig(path=str(tmp_path)))
+
+
+def test_causal_text_real_positions_do_not_depend_on_the_padding_mask_shortcut() -> None:
+    """Right-padded causal text takes the causal-only mask; real positions must equal what the full
+    padding & causal mask gives, and left padding must still be masked."""
+    from vlp.encoders.text.transformer import TextTransformer, TextTransformerConfig
+    from vlp.layers import causal_mask, combine, padding_mask
+
+    torch.manual_seed(0)
+    enc = TextTransformer(TextTransformerConfig(vocab_size=50, max_length=8, width=16, depth=2, num_heads=2, causal=True, norm_first=True)).eval()
+    ids = torch.randint(1, 50, (3, 8))
+    right = torch.tensor([[1] * 8, [1] * 5 + [0] * 3, [1] * 2 + [0] * 6])
+    out = enc(ids, right)
+    full = combine(padding_mask(right), causal_mask(8))
+    reference = enc.final_norm(enc.blocks(enc.embeddings(ids), attn_mask=full))
+    real = right.bool()
+    torch.testing.assert_close(out.tokens[real], reference[real], rtol=0, atol=0)
+    left = right.flip(1)
+    changed = ids.clone()
+    changed[left == 0] = 7  # pad content must not reach real tokens
+    torch.testing.assert_close(enc(ids, left).tokens[left.bool()], enc(changed, left).tokens[left.bool()])

@@ -6,8 +6,10 @@ import torch.nn.functional as F
 from vlp.objectives import (
     LMLoss,
     TokenPredictionLoss,
+    labelled_positions,
     lm_labels,
     lm_loss,
+    lm_targets,
     prefix_lm_attention_mask,
     prefix_lm_loss,
     sample_prefix_split,
@@ -99,3 +101,26 @@ def test_prefix_lm_mask_prefix_bidirectional_rest_causal() -> None:
     assert m[:4, :4].all() and not m[:4, 4:].any()  # prefix sees itself only, bidirectionally
     assert m[4, :5].all() and not m[4, 5:].any() and m[5, :6].all()  # causal after the prefix
     assert not m[:, 6].any()  # padding key
+
+
+def test_projecting_only_labelled_rows_gives_the_full_logits_loss() -> None:
+    """lm_targets / labelled_positions select the rows a loss reads; the loss over those rows alone
+    equals the loss over full logits with -100 labels (LM, PrefixLM, MLM; with label smoothing)."""
+    torch.manual_seed(0)
+    ids = torch.tensor([[1, 5, 6, 7, 2], [1, 8, 2, 0, 0], [1, 0, 0, 0, 0]])
+    mask = (ids != 0).long()
+    logits = torch.randn(3, 5, V, dtype=torch.float64)
+    for smoothing in (0.0, 0.1):
+        rows, labels = lm_targets(ids, mask)
+        assert rows.tolist() == [[True] * 4 + [False], [True, True, False, False, False], [False] * 5]
+        assert labels.tolist() == [5, 6, 7, 2, 8, 2]
+        torch.testing.assert_close(token_prediction_loss(logits[rows], labels, smoothing), lm_loss(logits, ids, mask, smoothing))
+        prefix = torch.tensor([3, 1, 1])
+        rows, labels = lm_targets(ids, mask, prefix)
+        assert labels.tolist() == [7, 2, 8, 2]
+        torch.testing.assert_close(token_prediction_loss(logits[rows], labels, smoothing), prefix_lm_loss(logits, ids, mask, prefix, smoothing))
+        mlm = torch.tensor([[-100, 3, -100, 7, -100], [-100, -100, 2, -100, -100], [-100] * 5])
+        rows, labels = labelled_positions(mlm)
+        torch.testing.assert_close(token_prediction_loss(logits[rows], labels, smoothing), token_prediction_loss(logits, mlm, smoothing))
+    rows, labels = lm_targets(ids[2:], mask[2:])  # nothing to predict: 0, not NaN
+    assert token_prediction_loss(logits[2:][rows], labels).item() == 0.0

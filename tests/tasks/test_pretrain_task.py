@@ -91,3 +91,49 @@ def test_objective_the_model_cannot_compute_is_a_clear_error() -> None:
         PretrainTask(tiny("clip_tiny"), ObjectivesConfig(itc=1, itm=1))
     with pytest.raises(ValueError, match="at least one objective"):
         ObjectivesConfig(itc=0)
+
+
+def test_lm_and_mlm_losses_over_target_rows_equal_the_full_logits_losses() -> None:
+    """The task projects only positions with a target to the vocabulary; the losses must be those of
+    the full [B, L, V] logits (padded captions, so many rows are skipped)."""
+    from vlp.objectives import distillation_loss, lm_loss, token_prediction_loss
+
+    data = batch()
+    data.attention_mask[:, 5:] = torch.tensor([1, 0, 0, 1, 0, 0])[:, None]  # half the captions padded after 5 tokens
+    data.input_ids.mul_(data.attention_mask)
+    torch.manual_seed(0)
+    task = PretrainTask(tiny("blip_tiny"), ObjectivesConfig(itc=0, lm=1))
+    model = task.model
+    image = model.pair_features(data.image_input, data.input_ids, data.attention_mask, unimodal=False).image_for_fusion
+    decoded = model.decode(image, data.input_ids, data.attention_mask, mode="causal")
+    expected = lm_loss(model.lm_logits(decoded), data.input_ids, data.attention_mask)
+    torch.testing.assert_close(task(data).losses["lm_loss"], expected.detach())
+
+    task = PretrainTask(tiny("albef_tiny"), ObjectivesConfig(itc=1, mlm=1, distill_alpha=0.4, distill_ramp_steps=0))
+    model, teacher = task.model, task.momentum_model
+    logits = []
+    for m in (model, teacher):
+        feats = m.pair_features(data.image_input, data.mlm_input_ids, data.attention_mask, unimodal=False)
+        logits.append(m.mlm_logits(m.fuse(feats.image_for_fusion, m.text_for_fusion(data.mlm_input_ids, data.attention_mask), mode="bidirectional")))
+    predicted = data.mlm_labels != -100
+    expected = 0.6 * token_prediction_loss(logits[0], data.mlm_labels) + 0.4 * distillation_loss(logits[0], logits[1], mask=predicted)
+    torch.testing.assert_close(task(data).losses["mlm_loss"], expected.detach())
+
+
+def test_mlm_without_distillation_takes_the_fused_loss_and_matches_full_logits() -> None:
+    from vlp.objectives import token_prediction_loss
+
+    data = batch()
+    torch.manual_seed(0)
+    task = PretrainTask(tiny("albef_tiny"), ObjectivesConfig(itc=0, mlm=1))
+    model = task.model
+    feats = model.pair_features(data.image_input, data.mlm_input_ids, data.attention_mask, unimodal=False)
+    logits = model.mlm_logits(model.fuse(feats.image_for_fusion, model.text_for_fusion(data.mlm_input_ids, data.attention_mask), mode="bidirectional"))
+    expected = token_prediction_loss(logits, data.mlm_labels)
+    out = task(data)
+    torch.testing.assert_close(out.losses["mlm_loss"], expected.detach())
+    out.loss.backward()
+    expected_grads = torch.autograd.grad(expected, [p for p in model.parameters() if p.requires_grad], allow_unused=True)
+    for (name, param), ref in zip(((n, p) for n, p in model.named_parameters() if p.requires_grad), expected_grads, strict=True):
+        if ref is not None:
+            torch.testing.assert_close(param.grad, ref, msg=name)

@@ -34,5 +34,13 @@ class TokenPredictionHead(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """[B, L, D] -> [B, L, V] logits."""
+        return nn.functional.linear(*self.projection_inputs(tokens))
+
+    def projection_inputs(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(transformed tokens [..., D], weight [V, D], bias [V]): the logits are their ``F.linear``.
+
+        Exposed so a loss can fuse the vocabulary projection with its softmax
+        (``vlp.objectives.linear_cross_entropy``) instead of materialising [..., V] logits."""
         weight = self._tied[0].weight if self._tied else self.decoder_weight
-        return nn.functional.linear(self.norm(self.act(self.dense(tokens))), weight, self.bias)
+        assert weight is not None
+        return self.norm(self.act(self.dense(tokens))), weight, self.bias

@@ -347,15 +347,33 @@ class ImageTextModel(nn.Module):
             raise ValueError("this model has no ITM head")
         return self.itm_head(fused.pooled)
 
-    def mlm_logits(self, fused: FusionOutput) -> torch.Tensor:
+    def mlm_logits(self, fused: FusionOutput, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, L, V] logits, or with ``rows`` ([B, L] bool) [n, V] logits of the selected positions only."""
         if self.mlm_head is None or fused.text_tokens is None:
             raise ValueError("this model has no MLM head")
-        return self.mlm_head(fused.text_tokens)
+        return self.mlm_head(_select_rows(fused.text_tokens, rows))
 
-    def lm_logits(self, decoded: FusionOutput) -> torch.Tensor:
+    def lm_logits(self, decoded: FusionOutput, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, L, V] logits, or with ``rows`` ([B, L] bool) [n, V] logits of the selected positions only.
+
+        Losses pass the positions that have a target: the vocabulary projection (and its log-softmax)
+        is most of a small model's step, and padding, the last position and unmasked MLM tokens
+        would otherwise be projected to 30k words only to be ignored by the loss."""
         if self.lm_head is None or decoded.text_tokens is None:
             raise ValueError("this model has no LM head")
-        return self.lm_head(decoded.text_tokens)
+        return self.lm_head(_select_rows(decoded.text_tokens, rows))
+
+    def lm_projection_inputs(self, decoded: FusionOutput, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``lm_logits(decoded, rows)`` before its last linear map: (hidden [n, D], weight [V, D], bias [V])."""
+        if self.lm_head is None or decoded.text_tokens is None:
+            raise ValueError("this model has no LM head")
+        return self.lm_head.projection_inputs(_select_rows(decoded.text_tokens, rows))
+
+    def mlm_projection_inputs(self, fused: FusionOutput, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``mlm_logits(fused, rows)`` before its last linear map: (hidden [n, D], weight [V, D], bias [V])."""
+        if self.mlm_head is None or fused.text_tokens is None:
+            raise ValueError("this model has no MLM head")
+        return self.mlm_head.projection_inputs(_select_rows(fused.text_tokens, rows))
 
     def forward(self, image: ImageInput, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> ModelOutput:
         """Dual-encoder forward (ITC embeddings); multimodal paths are the methods above."""
@@ -366,6 +384,14 @@ class ImageTextModel(nn.Module):
             text_embeds=self.encode_text(input_ids, attention_mask),
             logit_scale=self.logit_scale(),
         )
+
+
+def _select_rows(tokens: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    if rows is None:
+        return tokens
+    if rows.shape != tokens.shape[:-1] or rows.dtype != torch.bool:
+        raise ValueError(f"rows must be a bool mask of shape {tuple(tokens.shape[:-1])}, got {rows.dtype} {tuple(rows.shape)}")
+    return tokens[rows]
 
 
 def build_model(cfg: ModelConfig) -> ImageTextModel:

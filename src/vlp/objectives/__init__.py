@@ -19,9 +19,10 @@ from vlp.objectives.itc import (
     soft_cross_entropy,
 )
 from vlp.objectives.itm import HardNegatives, ITMLoss, build_itm_pairs, itm_loss, sample_hard_negatives
-from vlp.objectives.lm import LMLoss, lm_labels, lm_loss, prefix_lm_attention_mask, prefix_lm_loss, sample_prefix_split
+from vlp.objectives.linear_ce import linear_cross_entropy
+from vlp.objectives.lm import LMLoss, lm_labels, lm_loss, lm_targets, prefix_lm_attention_mask, prefix_lm_loss, sample_prefix_split
 from vlp.objectives.mix import pick_objective
-from vlp.objectives.mlm import TokenPredictionLoss, seq2seq_attention_mask, token_prediction_loss
+from vlp.objectives.mlm import TokenPredictionLoss, labelled_positions, seq2seq_attention_mask, token_prediction_loss
 from vlp.objectives.queue import FeatureQueue
 
 __all__ = [
@@ -48,8 +49,11 @@ __all__ = [
     "itc_soft_targets",
     "itc_targets",
     "itm_loss",
+    "labelled_positions",
+    "linear_cross_entropy",
     "lm_labels",
     "lm_loss",
+    "lm_targets",
     "pick_objective",
     "prefix_lm_attention_mask",
     "prefix_lm_loss",

@@ -15,12 +15,15 @@ right-padded (real tokens first), as ``TextTokenizer`` produces them.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vlp.layers.masks import seq2seq_mask
-from vlp.objectives.mlm import IGNORE_INDEX, token_prediction_loss
+from vlp.objectives.mlm import IGNORE_INDEX, labelled_positions, token_prediction_loss
 
-__all__ = ["LMLoss", "lm_labels", "lm_loss", "prefix_lm_attention_mask", "prefix_lm_loss", "sample_prefix_split"]
+__all__ = [
+    "LMLoss", "lm_labels", "lm_loss", "lm_targets", "prefix_lm_attention_mask", "prefix_lm_loss", "sample_prefix_split",
+]
 
 
 def lm_labels(
@@ -36,6 +39,20 @@ def lm_labels(
         positions = torch.arange(1, input_ids.shape[1], device=input_ids.device)
         keep = keep & (positions[None, :] >= prefix_lengths.to(input_ids.device)[:, None])
     return torch.where(keep, targets, torch.full_like(targets, IGNORE_INDEX))
+
+
+def lm_targets(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix_lengths: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(``rows`` [B, L] bool: the positions that predict a token, the [n] tokens they predict).
+
+    ``token_prediction_loss(model.lm_logits(out, rows), labels)`` equals ``lm_loss`` /
+    ``prefix_lm_loss`` on the full logits, but projects only the n rows with a target to the
+    vocabulary: never the last position, padding, or (PrefixLM) the prefix. With captions of random
+    length that is about half the rows of a batch.
+    """
+    labels = F.pad(lm_labels(input_ids, attention_mask, prefix_lengths), (0, 1), value=IGNORE_INDEX)
+    return labelled_positions(labels)
 
 
 def lm_loss(

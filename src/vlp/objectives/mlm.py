@@ -16,13 +16,14 @@ from torch import nn
 
 from vlp.layers.masks import seq2seq_mask
 
-__all__ = ["IGNORE_INDEX", "TokenPredictionLoss", "seq2seq_attention_mask", "token_prediction_loss"]
+__all__ = ["IGNORE_INDEX", "TokenPredictionLoss", "labelled_positions", "seq2seq_attention_mask", "token_prediction_loss"]
 
 IGNORE_INDEX = -100
 
 
 def token_prediction_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Mean cross-entropy of ``logits`` [B, L, V] over the positions whose ``labels`` [B, L] != -100.
+    """Mean cross-entropy of ``logits`` [B, L, V] over the positions whose ``labels`` [B, L] != -100
+    (or of [n, V] logits for [n] labels, see ``labelled_positions``).
 
     Only labelled positions count (unmasked tokens and padding carry -100). Computed in float32; with
     no labelled position at all the loss is 0 (attached to the graph) instead of NaN, so a batch
@@ -35,6 +36,18 @@ def token_prediction_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoo
         flat_logits, flat_labels, ignore_index=IGNORE_INDEX, reduction="sum", label_smoothing=label_smoothing
     )
     return total / (flat_labels != IGNORE_INDEX).sum().clamp_min(1)
+
+
+def labelled_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(``rows`` [B, L] bool: positions whose label counts, their labels [n]).
+
+    For applying the vocabulary head to those rows only (``model.lm_logits(out, rows)``) and then
+    ``token_prediction_loss(logits [n, V], labels [n])``: the same loss as full logits with -100
+    labels, without projecting (and log-softmaxing) the ignored rows. On CUDA the boolean
+    selection costs one host sync (its size is data-dependent).
+    """
+    rows = labels != IGNORE_INDEX
+    return rows, labels[rows]
 
 
 def seq2seq_attention_mask(

@@ -53,9 +53,10 @@ from vlp.objectives import (
     itc_loss,
     itc_loss_with_queue,
     itm_loss,
-    lm_loss,
+    labelled_positions,
+    linear_cross_entropy,
+    lm_targets,
     pick_objective,
-    prefix_lm_loss,
     sample_hard_negatives,
     sample_prefix_split,
     token_prediction_loss,
@@ -217,13 +218,18 @@ class PretrainTask(Task):
             for name, mode in (("mlm", "bidirectional"), ("seq2seq_mlm", "seq2seq")):
                 if name in active:
                     losses[f"{name}_loss"] = self._mlm(feats.image_for_fusion, image, batch, mode, alpha)
+        # LM / PrefixLM / MLM project only the positions that have a target to the vocabulary
+        # (lm_targets / labelled_positions), fused with the softmax (linear_cross_entropy): the
+        # same loss, without the ignored rows or an [n, V] logits tensor.
         if "lm" in active:
             decoded = model.decode(feats.image_for_fusion, ids, mask, mode="causal")
-            losses["lm_loss"] = lm_loss(model.lm_logits(decoded), ids, mask, cfg.label_smoothing)
+            rows, labels = lm_targets(ids, mask)
+            losses["lm_loss"] = linear_cross_entropy(*model.lm_projection_inputs(decoded, rows), labels, cfg.label_smoothing)
         if "prefix_lm" in active:
             split = sample_prefix_split(mask.cpu(), generator).to(ids.device)
             decoded = model.decode(feats.image_for_fusion, ids, mask, mode="seq2seq", prefix_length=split)
-            losses["prefix_lm_loss"] = prefix_lm_loss(model.lm_logits(decoded), ids, mask, split, cfg.label_smoothing)
+            rows, labels = lm_targets(ids, mask, split)
+            losses["prefix_lm_loss"] = linear_cross_entropy(*model.lm_projection_inputs(decoded, rows), labels, cfg.label_smoothing)
         total = sum(active[name.removesuffix("_loss")] * backward_weights[name.removesuffix("_loss")] * value for name, value in losses.items())
         assert isinstance(total, torch.Tensor)
         reported = {k: v.detach() * shares[k.removesuffix("_loss")] for k, v in losses.items()}
@@ -344,17 +350,18 @@ class PretrainTask(Task):
         assert batch.mlm_input_ids is not None and batch.mlm_labels is not None
         text_in = model.text_for_fusion(batch.mlm_input_ids, batch.attention_mask)
         fused = model.fuse(image_in, text_in, mode=mode)
-        logits = model.mlm_logits(fused)
-        loss = token_prediction_loss(logits, batch.mlm_labels)
-        if self.momentum_model is not None and alpha > 0:
-            teacher = self.momentum_model
-            with torch.no_grad():
-                t_feats = teacher.pair_features(image, batch.mlm_input_ids, batch.attention_mask, unimodal=False)
-                t_text = teacher.text_for_fusion(batch.mlm_input_ids, batch.attention_mask)
-                t_logits = teacher.mlm_logits(teacher.fuse(t_feats.image_for_fusion, t_text, mode=mode))
-            predicted = batch.mlm_labels != -100
-            loss = (1 - alpha) * loss + alpha * distillation_loss(logits, t_logits, mask=predicted)
-        return loss
+        rows, labels = labelled_positions(batch.mlm_labels)  # ~15% of the positions: only those are projected
+        if self.momentum_model is None or alpha <= 0:
+            return linear_cross_entropy(*model.mlm_projection_inputs(fused, rows), labels)
+        logits = model.mlm_logits(fused, rows)  # distillation reads the student's full distribution
+        teacher = self.momentum_model
+        with torch.no_grad():
+            t_feats = teacher.pair_features(image, batch.mlm_input_ids, batch.attention_mask, unimodal=False)
+            t_text = teacher.text_for_fusion(batch.mlm_input_ids, batch.attention_mask)
+            t_logits = teacher.mlm_logits(teacher.fuse(t_feats.image_for_fusion, t_text, mode=mode), rows)
+        # every selected row counts; the all-True mask keeps an empty selection at 0 instead of NaN
+        distill = distillation_loss(logits, t_logits, mask=torch.ones_like(labels, dtype=torch.bool))
+        return (1 - alpha) * token_prediction_loss(logits, labels) + alpha * distill
 
     @torch.no_grad()
     def log_values(self) -> dict[str, float]:

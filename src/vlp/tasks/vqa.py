@@ -23,7 +23,8 @@ from vlp.data.vqa import VQABatch, join_question_answer
 from vlp.fusion import Fusion
 from vlp.heads import VQAHead
 from vlp.models import ImageTextModel
-from vlp.objectives.lm import prefix_lm_loss
+from vlp.objectives.linear_ce import linear_cross_entropy
+from vlp.objectives.lm import lm_targets
 from vlp.objectives.vqa import vqa_soft_loss
 from vlp.tasks.base import LossOutput, Task
 
@@ -98,5 +99,6 @@ class VQAGenerativeTask(Task):
         ids, mask, prefix = join_question_answer(batch.input_ids, batch.attention_mask, batch.answer_ids, batch.answer_mask, pad_id=0)
         image = model.pair_features(batch.image_input, batch.input_ids, batch.attention_mask, unimodal=False).image_for_fusion
         decoded = model.decode(image, ids, mask, mode=self.mode, prefix_length=prefix if self.mode == "seq2seq" else None)
-        loss = prefix_lm_loss(model.lm_logits(decoded), ids, mask, prefix, self.label_smoothing)
+        rows, labels = lm_targets(ids, mask, prefix)  # only the answer tokens are projected to the vocabulary
+        loss = linear_cross_entropy(*model.lm_projection_inputs(decoded, rows), labels, self.label_smoothing)
         return LossOutput(loss=loss, losses={"vqa_lm_loss": loss.detach()})

@@ -153,7 +153,13 @@ class TextTransformer(Encoder):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
     ) -> EncoderOutput:
         x = self.embeddings(input_ids, token_type_ids)
-        mask = combine(padding_mask(attention_mask), causal_mask(x.shape[1], x.device) if self.cfg.causal else None)
+        if self.cfg.causal and _right_padded(attention_mask):
+            # Causal attention alone never lets a real token see a right-side pad, so the padding mask
+            # changes only the (ignored) pad positions' outputs; one shared [1, 1, L, L] mask instead of
+            # a [B, 1, L, L] one saves building it and turning it additive in every layer (CLIP text).
+            mask = causal_mask(x.shape[1], x.device)
+        else:
+            mask = combine(padding_mask(attention_mask), causal_mask(x.shape[1], x.device) if self.cfg.causal else None)
         x = self.final_norm(self.blocks(x, attn_mask=mask))
         pool = self.cfg.resolved_pool
         if pool == "cls":
@@ -163,6 +169,11 @@ class TextTransformer(Encoder):
         else:
             pooled = masked_mean(x, attention_mask)
         return EncoderOutput(tokens=x, pooled=pooled, mask=attention_mask)
+
+
+def _right_padded(attention_mask: torch.Tensor) -> bool:
+    """Every row is real tokens then padding (what TextTokenizer produces), never pad-then-token."""
+    return bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())
 
 
 def build_text_transformer(cfg: TextTransformerConfig) -> TextTransformer:
