@@ -34,7 +34,7 @@ from vlp.tasks.pretrain import ObjectivesConfig, PretrainTask
 from vlp.train.optim import parameter_groups
 
 CONTEXT, VOCAB = 77, 49408
-BATCH = {"tiny": 128, "small": 64}
+BATCH = {"tiny": 128, "small": 64, "base": 16}  # base: ViT-B/16 at 224 + a 12-layer 512-wide text tower
 
 
 def vlp_config(size: str) -> ModelConfig:
