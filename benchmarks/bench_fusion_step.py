@@ -117,7 +117,7 @@ def peer_git(cfg: ModelConfig) -> nn.Module:
     return GitForCausalLM(config)
 
 
-def build_steps(model: str, size: str, dtype: str, which: tuple[str, ...] = ("vlp", "transformers")) -> tuple[dict[str, Callable[[], None]], dict[str, int], Batch]:
+def build_steps(model: str, size: str, dtype: str, which: tuple[str, ...] = ("vlp", "transformers"), vlp_fused: bool = False) -> tuple[dict[str, Callable[[], None]], dict[str, int], Batch]:
     cfg = vlp_config(model, size)
     batch = random_batch(BATCH[size], cfg.text_encoder.max_length, VOCAB, cfg.image_encoder.image_size)
     steps, counts = {}, {}
@@ -125,7 +125,7 @@ def build_steps(model: str, size: str, dtype: str, which: tuple[str, ...] = ("vl
         torch.manual_seed(0)
         ours = build_model(cfg)
         task = PretrainTask(ours, OBJECTIVES[model])
-        optimizer = adamw(parameter_groups(ours, 0.05, ours.no_weight_decay()))
+        optimizer = adamw(parameter_groups(ours, 0.05, ours.no_weight_decay()), fused=vlp_fused)
         steps["vlp"] = zero_grad_step(task, optimizer, lambda: task(batch).loss, dtype)
         counts["vlp"] = parameter_count(ours)
     if "transformers" in which:
@@ -157,13 +157,13 @@ def lm_head_rows(model: str, size: str) -> tuple[float, int]:
 
 
 def timing_worker(args: argparse.Namespace) -> dict:
-    steps, counts, batch = build_steps(args.model, args.size, args.dtype)
+    steps, counts, batch = build_steps(args.model, args.size, args.dtype, vlp_fused=args.vlp_fused_adamw)
     measured = interleaved(steps, warmup=args.warmup, repeats=args.repeats, dtype=args.dtype)
     return {"counts": counts, "batch": len(batch), "measured": {name: vars(m) for name, m in measured.items()}}
 
 
 def memory_worker(args: argparse.Namespace) -> dict:
-    steps, _, _ = build_steps(args.model, args.size, args.dtype, which=(args.impl,))
+    steps, _, _ = build_steps(args.model, args.size, args.dtype, which=(args.impl,), vlp_fused=args.vlp_fused_adamw)
     return rss_after(steps[args.impl])
 
 

@@ -62,7 +62,7 @@ def open_clip_model(cfg: ModelConfig) -> torch.nn.Module:
     return open_clip.CLIP(cfg.embed_dim, vision_cfg=vision_cfg, text_cfg=text_cfg, quick_gelu=False)
 
 
-def build_steps(size: str, dtype: str, which: tuple[str, ...] = ("vlp", "open_clip"), batch_size: int | None = None) -> tuple[dict[str, Callable[[], None]], dict[str, int], Batch]:
+def build_steps(size: str, dtype: str, which: tuple[str, ...] = ("vlp", "open_clip"), batch_size: int | None = None, vlp_fused: bool = False) -> tuple[dict[str, Callable[[], None]], dict[str, int], Batch]:
     """The training step of each implementation (same batch, same optimiser) and its parameter count."""
     from open_clip.loss import ClipLoss
 
@@ -73,7 +73,7 @@ def build_steps(size: str, dtype: str, which: tuple[str, ...] = ("vlp", "open_cl
         torch.manual_seed(0)
         model = build_model(cfg)
         task = PretrainTask(model, ObjectivesConfig(itc=1.0))
-        optimizer = adamw(parameter_groups(model, 0.1, model.no_weight_decay()))
+        optimizer = adamw(parameter_groups(model, 0.1, model.no_weight_decay()), fused=vlp_fused)
         steps["vlp"] = zero_grad_step(task, optimizer, lambda: task(batch).loss, dtype)
         counts["vlp"] = parameter_count(model)
     if "open_clip" in which:
@@ -93,7 +93,7 @@ def check_counts(counts: dict[str, int]) -> None:
 
 
 def timing_worker(args: argparse.Namespace) -> dict:
-    steps, counts, batch = build_steps(args.size, args.dtype)
+    steps, counts, batch = build_steps(args.size, args.dtype, vlp_fused=args.vlp_fused_adamw)
     check_counts(counts)
     measured = interleaved(steps, warmup=args.warmup, repeats=args.repeats, dtype=args.dtype)
     return {
@@ -104,7 +104,7 @@ def timing_worker(args: argparse.Namespace) -> dict:
 
 
 def memory_worker(args: argparse.Namespace) -> dict:
-    steps, _, _ = build_steps(args.size, args.dtype, which=(args.impl,))
+    steps, _, _ = build_steps(args.size, args.dtype, which=(args.impl,), vlp_fused=args.vlp_fused_adamw)
     return rss_after(steps[args.impl])
 
 

@@ -67,9 +67,11 @@ def precision_context(dtype: str) -> contextlib.AbstractContextManager:
     raise ValueError(f"unknown precision {dtype!r} (fp32 or bf16)")
 
 
-def adamw(params_with_groups: list[dict], lr: float = 1e-4) -> torch.optim.AdamW:
-    """Both sides use this exact optimiser (torch's default foreach AdamW): only the model differs."""
-    return torch.optim.AdamW(params_with_groups, lr=lr, betas=(0.9, 0.98), eps=1e-6)
+def adamw(params_with_groups: list[dict], lr: float = 1e-4, fused: bool = False) -> torch.optim.AdamW:
+    """By default both sides use this exact optimiser (torch's default foreach AdamW): only the model
+    differs. ``fused=True`` is what vlp's trainer builds (`vlp.train.optim.build_optimizer`), for the
+    ``--vlp-fused-adamw`` rows that compare the two libraries' training steps as each one ships."""
+    return torch.optim.AdamW(params_with_groups, lr=lr, betas=(0.9, 0.98), eps=1e-6, fused=fused or None)
 
 
 def count_flops(step: Step) -> float:
@@ -241,7 +243,8 @@ PAIR_LEGEND = (
 
 def worker_args(args: argparse.Namespace, size: str, dtype: str) -> list[str]:
     """The command line of one timing/memory worker subprocess."""
-    return ["--size", size, "--dtype", dtype, "--threads", str(args.threads), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+    fused = ["--vlp-fused-adamw"] if getattr(args, "vlp_fused_adamw", False) else []
+    return ["--size", size, "--dtype", dtype, "--threads", str(args.threads), "--warmup", str(args.warmup), "--repeats", str(args.repeats), *fused]
 
 
 def add_arguments(parser: argparse.ArgumentParser, warmup: int, repeats: int) -> None:
@@ -252,6 +255,7 @@ def add_arguments(parser: argparse.ArgumentParser, warmup: int, repeats: int) ->
     parser.add_argument("--warmup", type=int, default=warmup)
     parser.add_argument("--repeats", type=int, default=repeats, help="timed steps per implementation (interleaved)")
     parser.add_argument("--json", help="append one JSON object per measurement to this file")
+    parser.add_argument("--vlp-fused-adamw", action="store_true", help="vlp's side uses the fused AdamW its trainer builds (peer: foreach)")
     parser.add_argument("--worker", choices=["timing", "memory"], help=argparse.SUPPRESS)
     for hidden in ("--size", "--dtype", "--impl"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
